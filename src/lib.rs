@@ -1,0 +1,93 @@
+//! Asynchronous file I/O as [`mio`] event sources.
+//!
+//! `mio` gives one event loop for sockets, pipes and timers, but a regular file is always
+//! "ready": a read that misses the page cache blocks the whole loop. With `mio-aio`, each file
+//! operation (read, write, readv, writev, fsync, or a batch of them) is an event source of its
+//! own. Register it with a [`mio::Registry`] under its own [`mio::Token`], submit it, and the
+//! token comes back from [`mio::Poll::poll`] when the operation has finished, like any socket
+//! event; then [`SourceApi::aio_return`] yields the result.
+//!
+//! | Platform | Mechanism | Completion delivered through |
+//! |---|---|---|
+//! | FreeBSD | POSIX AIO (`aio_read`, `lio_listio`, …) | kqueue (`SIGEV_KEVENT`) |
+//! | Linux | io_uring; kernel AIO (`io_submit`) where io_uring is refused; a thread pool as the last resort | an eventfd per operation, registered with epoll |
+//!
+//! The API is the same on both systems: a portable program needs no `cfg`. Register with
+//! [`AIO`] (single operations) or [`LIO`] (batches), which name the right [`mio::Interest`] on
+//! each system.
+//!
+//! # Example
+//! ```
+//! use std::{io::Write, os::fd::AsFd};
+//! use mio::{Events, Poll, Token};
+//! use mio_aio::{SourceApi, ReadAt};
+//!
+//! let mut file = tempfile::tempfile().unwrap();
+//! file.write_all(b"abcdef123456").unwrap();
+//!
+//! let mut poll = Poll::new().unwrap();
+//! let mut events = Events::with_capacity(16);
+//! let mut buf = [0u8; 4];
+//! let mut op = ReadAt::read_at(file.as_fd(), 2, &mut buf, 0);
+//! // Register first, then pin: the operation must not move once submitted.
+//! poll.registry().register(&mut op, Token(7), mio_aio::AIO).unwrap();
+//! let mut op = Box::pin(op);
+//! op.as_mut().submit().unwrap();
+//! loop {
+//!     // A completion may also interrupt the wait (see "Interrupted waits" below).
+//!     match poll.poll(&mut events, None) {
+//!         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+//!         r => r.unwrap(),
+//!     }
+//!     if events.iter().any(|ev| ev.token() == Token(7)) {
+//!         break;
+//!     }
+//! }
+//! assert_eq!(op.as_mut().aio_return().unwrap(), 4);
+//! drop(op);
+//! assert_eq!(&buf, b"cdef");
+//! ```
+//!
+//! # Rules that keep memory safe
+//! * A [`Source`] borrows its buffers for its whole life, and is `!Unpin`: register it, then pin
+//!   it (for example with `Box::pin`) before [`SourceApi::submit`].
+//! * Dropping an operation that is still in flight is safe: the drop asks the kernel to cancel
+//!   it and then waits until the kernel has finished with the buffer. That wait may be as long
+//!   as the operation itself.
+//!
+//! # Interrupted waits (Linux, io_uring)
+//! With io_uring, the kernel may finish an operation by running a small piece of work on the
+//! thread that submitted it. If that thread is blocked in `Poll::poll`, the wait returns
+//! [`std::io::ErrorKind::Interrupted`], which mio passes to the caller. Handle it as mio's own
+//! examples do: ignore it and poll again. Kernel AIO and the thread pool never cause it.
+//!
+//! # Feature flags
+//! * `tokio` - adds [`SourceApi::register_raw`] and [`SourceApi::deregister_raw`], which
+//!   consumers need to implement tokio's `AioSource` trait.
+#![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod lio;
+mod source;
+mod sys;
+
+pub use lio::{LioCb, LioCbBuilder, LioError, LioOpcode, LioResult};
+pub use nix::errno::Errno;
+pub use nix::sys::aio::{AioCancelStat, AioFsyncMode};
+pub use source::{Fsync, ReadAt, ReadvAt, Source, SourceApi, WriteAt, WritevAt};
+
+#[cfg(target_os = "linux")]
+#[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
+pub use sys::linux_api::{backend, set_backend, Backend};
+
+/// The [`mio::Interest`] to register a single operation ([`Source`]) with.
+///
+/// On FreeBSD this is `Interest::AIO`; on Linux, where an operation's completion is signalled
+/// through an eventfd, it is `Interest::READABLE`. Registering with any other interest fails
+/// with [`std::io::ErrorKind::InvalidInput`].
+pub const AIO: mio::Interest = sys::AIO;
+
+/// The [`mio::Interest`] to register a batch ([`LioCb`]) with.
+///
+/// On FreeBSD this is `Interest::LIO`; on Linux it is `Interest::READABLE`.
+pub const LIO: mio::Interest = sys::LIO;

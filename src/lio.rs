@@ -1,0 +1,278 @@
+//! Batches of operations submitted together (`lio_listio`).
+
+use std::{
+    fmt, io,
+    os::fd::{AsRawFd, BorrowedFd},
+};
+
+use mio::{event, Interest, Registry, Token};
+use nix::errno::Errno;
+
+use crate::{source::check_interest, sys};
+
+/// What one operation of a batch does.
+#[allow(non_camel_case_types)]
+#[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
+pub enum LioOpcode {
+    /// Does nothing; its result is `Ok(0)`.
+    LIO_NOP,
+    /// Reads into the operation's buffer.
+    LIO_READ,
+    /// Writes the operation's buffer.
+    LIO_WRITE,
+}
+
+/// The result of one operation of a batch, as given by [`LioCb::into_results`].
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct LioResult {
+    /// The operation's return value (bytes transferred) or its error.
+    pub result: nix::Result<isize>,
+}
+
+/// Why [`LioCb::submit`] or [`LioCb::resubmit`] did not start every operation.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub enum LioError {
+    /// No operation was started, for lack of system resources (a full queue). No event will
+    /// arrive. Try again once other operations have completed.
+    EAGAIN,
+    /// Some operations were started, others were not for lack of system resources. The event
+    /// arrives when the started ones are all complete; then call [`LioCb::resubmit`].
+    EINCOMPLETE,
+    /// Some operations could not be started at all (a bad fd, a read into a shared buffer, an
+    /// offset out of range). The value has each operation's status, in order:
+    /// `Err(EINPROGRESS)` or `Ok(())` for those started, the error for those that were not. The
+    /// event arrives when the started ones are all complete.
+    EIO(Vec<Result<(), Errno>>),
+}
+
+impl LioError {
+    /// Conveniently destructures into the statuses of an [`LioError::EIO`].
+    ///
+    /// ```
+    /// use mio_aio::{Errno, LioError};
+    /// let e = LioError::EIO(vec![Ok(()), Err(Errno::EBADF)]);
+    /// assert_eq!(e.into_eio().unwrap()[1], Err(Errno::EBADF));
+    /// assert!(LioError::EAGAIN.into_eio().is_err());
+    /// ```
+    pub fn into_eio(self) -> Result<Vec<Result<(), Errno>>, Self> {
+        match self {
+            LioError::EIO(v) => Ok(v),
+            other => Err(other),
+        }
+    }
+}
+
+impl fmt::Display for LioError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LioError::EAGAIN => f.write_str("no operation of the batch was started (EAGAIN)"),
+            LioError::EINCOMPLETE => f.write_str("only part of the batch was started"),
+            LioError::EIO(v) => {
+                let failed = v.iter().filter(|r| matches!(r, Err(e) if *e != Errno::EINPROGRESS));
+                write!(f, "{} operations of the batch could not be started", failed.count())
+            }
+        }
+    }
+}
+
+impl std::error::Error for LioError {}
+
+/// The buffer of one batch entry: reads need a mutable one.
+#[derive(Debug)]
+pub(crate) enum LioBuf<'a> {
+    Mut(&'a mut [u8]),
+    Shared(&'a [u8]),
+}
+
+/// One operation of a batch, as the builder collected it.
+#[derive(Debug)]
+pub(crate) struct LioEntry<'a> {
+    pub fd: BorrowedFd<'a>,
+    pub offset: u64,
+    pub buf: LioBuf<'a>,
+    pub prio: i32,
+    pub opcode: LioOpcode,
+}
+
+impl LioEntry<'_> {
+    /// The reason the entry cannot be started at all, checked before anything reaches the
+    /// kernel: a read into a shared buffer would let the kernel write through `&[u8]`.
+    pub(crate) fn invalid(&self) -> Option<Errno> {
+        if self.fd.as_raw_fd() < 0 && self.opcode != LioOpcode::LIO_NOP {
+            Some(Errno::EBADF)
+        } else if self.opcode == LioOpcode::LIO_READ && matches!(self.buf, LioBuf::Shared(_)) {
+            Some(Errno::EINVAL)
+        } else if i64::try_from(self.offset).is_err() {
+            Some(Errno::EINVAL)
+        } else {
+            None
+        }
+    }
+}
+
+/// Builds a [`LioCb`], one operation at a time.
+///
+/// ```
+/// use std::{io::Write, os::fd::AsFd};
+/// use mio_aio::{LioCbBuilder, LioOpcode};
+/// let mut file = tempfile::tempfile().unwrap();
+/// file.write_all(b"abcdef123456").unwrap();
+/// let (mut a, mut b) = ([0u8; 4], [0u8; 2]);
+/// let mut batch = LioCbBuilder::with_capacity(2)
+///     .emplace_mut_slice(file.as_fd(), 2, &mut a, 0, LioOpcode::LIO_READ)
+///     .emplace_mut_slice(file.as_fd(), 6, &mut b, 0, LioOpcode::LIO_READ)
+///     .finish();
+/// batch.submit().unwrap();
+/// while batch.in_progress() { std::thread::yield_now(); }
+/// let n: Vec<isize> = batch.into_results(|it| it.map(|r| r.result.unwrap()).collect());
+/// assert_eq!(n, vec![4, 2]);
+/// assert_eq!((&a, &b), (b"cdef", b"12"));
+/// ```
+#[derive(Debug)]
+pub struct LioCbBuilder<'a> {
+    entries: Vec<LioEntry<'a>>,
+}
+
+impl<'a> LioCbBuilder<'a> {
+    /// Creates a builder with room for `capacity` operations.
+    pub fn with_capacity(capacity: usize) -> Self {
+        LioCbBuilder {
+            entries: Vec::with_capacity(capacity),
+        }
+    }
+
+    /// Adds an operation on a mutable buffer: `LIO_READ` reads into it, `LIO_WRITE` writes it.
+    ///
+    /// `prio` lowers the operation's priority on FreeBSD; Linux ignores it.
+    pub fn emplace_mut_slice(
+        mut self,
+        fd: BorrowedFd<'a>,
+        offset: u64,
+        buf: &'a mut [u8],
+        prio: i32,
+        opcode: LioOpcode,
+    ) -> Self {
+        self.entries.push(LioEntry {
+            fd,
+            offset,
+            buf: LioBuf::Mut(buf),
+            prio,
+            opcode,
+        });
+        self
+    }
+
+    /// Adds an operation on a shared buffer: `LIO_WRITE` (or `LIO_NOP`). A `LIO_READ` into a
+    /// shared buffer is refused with `EINVAL` when the batch is submitted.
+    pub fn emplace_slice(
+        mut self,
+        fd: BorrowedFd<'a>,
+        offset: u64,
+        buf: &'a [u8],
+        prio: i32,
+        opcode: LioOpcode,
+    ) -> Self {
+        self.entries.push(LioEntry {
+            fd,
+            offset,
+            buf: LioBuf::Shared(buf),
+            prio,
+            opcode,
+        });
+        self
+    }
+
+    /// Completes the batch. No operation can be added afterwards.
+    pub fn finish(self) -> LioCb<'a> {
+        LioCb {
+            inner: sys::LioCb::new(self.entries),
+        }
+    }
+}
+
+/// A batch of operations, submitted together and reported by one event.
+///
+/// Build it with [`LioCbBuilder`], register it with interest [`crate::LIO`], and
+/// [`LioCb::submit`] it. Its token is returned by `Poll::poll` once every operation that was
+/// started has completed. A `LioCb` may be moved after submission (its control blocks live on
+/// the heap); dropping it while in flight cancels and waits, like a [`crate::Source`].
+#[derive(Debug)]
+pub struct LioCb<'a> {
+    inner: sys::LioCb<'a>,
+}
+
+impl<'a> LioCb<'a> {
+    /// Starts every operation of the batch with one system call.
+    ///
+    /// See [`LioError`] for partial success.
+    pub fn submit(&mut self) -> Result<(), LioError> {
+        self.inner.submit()
+    }
+
+    /// After [`LioError::EINCOMPLETE`] (and the batch's event), starts the operations that were
+    /// not accepted before. Operations that already ran are not run again.
+    pub fn resubmit(&mut self) -> Result<(), LioError> {
+        self.inner.resubmit()
+    }
+
+    /// Whether any operation of the batch is still in flight.
+    pub fn in_progress(&self) -> bool {
+        self.inner.in_progress()
+    }
+
+    /// The number of operations in the batch.
+    pub fn len(&self) -> usize {
+        self.inner.len()
+    }
+
+    /// Whether the batch has no operation.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Consumes the batch and hands each operation's result, in order, to `callback`.
+    ///
+    /// Call it after the batch's event. An operation never started reports its submission
+    /// error; one still in flight is first waited for.
+    pub fn into_results<F, R>(self, callback: F) -> R
+    where
+        F: FnOnce(Box<dyn Iterator<Item = LioResult> + 'a>) -> R,
+    {
+        self.inner.into_results(callback)
+    }
+
+    /// Extra registration method needed by tokio; see [`crate::SourceApi::register_raw`].
+    #[cfg(feature = "tokio")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+    pub fn register_raw(&mut self, kq: BorrowedFd, udata: usize) {
+        self.inner.register_raw(kq, udata)
+    }
+
+    /// Extra registration method needed by tokio; undoes [`LioCb::register_raw`].
+    #[cfg(feature = "tokio")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+    pub fn deregister_raw(&mut self) {
+        self.inner.deregister_raw()
+    }
+}
+
+impl event::Source for LioCb<'_> {
+    fn register(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
+        check_interest(interests, crate::LIO)?;
+        self.inner.register(registry, token)
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        check_interest(interests, crate::LIO)?;
+        self.inner.reregister(registry, token)
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        self.inner.deregister(registry)
+    }
+}

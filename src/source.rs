@@ -1,0 +1,296 @@
+//! One asynchronous file operation as a mio event source.
+
+use std::{
+    io::{self, IoSlice, IoSliceMut},
+    marker::PhantomPinned,
+    os::fd::BorrowedFd,
+    pin::Pin,
+};
+
+use mio::{event, Interest, Registry, Token};
+use nix::sys::aio::{AioCancelStat, AioFsyncMode};
+
+use crate::sys;
+
+/// Return type of [`Source::read_at`].
+pub type ReadAt<'a> = Source<sys::ReadOp<'a>>;
+/// Return type of [`Source::readv_at`].
+pub type ReadvAt<'a> = Source<sys::ReadvOp<'a>>;
+/// Return type of [`Source::fsync`].
+pub type Fsync<'a> = Source<sys::FsyncOp<'a>>;
+/// Return type of [`Source::write_at`].
+pub type WriteAt<'a> = Source<sys::WriteOp<'a>>;
+/// Return type of [`Source::writev_at`].
+pub type WritevAt<'a> = Source<sys::WritevOp<'a>>;
+
+/// The methods every single-operation [`Source`] has.
+///
+/// # Example
+/// ```
+/// use std::{io::Write, os::fd::AsFd};
+/// use mio_aio::{Errno, SourceApi, WriteAt};
+///
+/// let file = tempfile::tempfile().unwrap();
+/// let mut op = Box::pin(WriteAt::write_at(file.as_fd(), 0, b"abcdef", 0));
+/// // An operation need not be registered: it can also be polled.
+/// op.as_mut().submit().unwrap();
+/// while op.as_mut().error() == Err(Errno::EINPROGRESS) {
+///     std::thread::yield_now();
+/// }
+/// assert_eq!(op.as_mut().aio_return().unwrap(), 6);
+/// ```
+pub trait SourceApi {
+    /// Return type of [`SourceApi::aio_return`]: the byte count for reads and writes, `()` for
+    /// fsync.
+    type Output;
+
+    /// Reads the final result of the operation.
+    ///
+    /// Call it once the operation's event has arrived (or [`SourceApi::in_progress`] is
+    /// `false`). Before that it returns `Err(EINPROGRESS)`. After it, the operation may be
+    /// submitted again.
+    fn aio_return(self: Pin<&mut Self>) -> nix::Result<Self::Output>;
+
+    /// Asks the operating system to cancel the operation.
+    ///
+    /// The operation's event arrives whether or not it was cancelled. Most file systems cannot
+    /// cancel a read or write once it has started: they report
+    /// [`AioCancelStat::AioNotCanceled`] and the operation runs to completion. A cancelled
+    /// operation's [`SourceApi::aio_return`] gives `Err(ECANCELED)`.
+    fn cancel(self: Pin<&mut Self>) -> nix::Result<AioCancelStat>;
+
+    /// Retrieves the status of an operation: `Err(EINPROGRESS)` while in flight, `Ok(())` once it
+    /// succeeded, or the error it failed with.
+    fn error(self: Pin<&mut Self>) -> nix::Result<()>;
+
+    /// Does this operation currently have any in-kernel state? `true` from a successful
+    /// [`SourceApi::submit`] until [`SourceApi::aio_return`] has collected the result (so it
+    /// stays `true` after completion; poll [`SourceApi::error`] to see whether it is done).
+    fn in_progress(&self) -> bool;
+
+    /// Extra registration method needed by tokio: asks for completion to be delivered to the
+    /// kqueue (FreeBSD) or epoll (Linux) instance `kq` with user data `udata`.
+    #[cfg(feature = "tokio")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+    fn register_raw(&mut self, kq: BorrowedFd, udata: usize);
+
+    /// Extra registration method needed by tokio: undoes [`SourceApi::register_raw`].
+    #[cfg(feature = "tokio")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+    fn deregister_raw(&mut self);
+
+    /// Starts the I/O operation.
+    ///
+    /// Register the operation first if its completion should be reported by `Poll::poll`.
+    /// Submitting an operation that is already in flight fails with `EBUSY`; a full queue gives
+    /// `EAGAIN` (try again once other operations have completed).
+    fn submit(self: Pin<&mut Self>) -> nix::Result<()>;
+}
+
+/// A mio event source made of one asynchronous file operation.
+///
+/// The type parameter says which operation it is; use the aliases [`ReadAt`], [`ReadvAt`],
+/// [`WriteAt`], [`WritevAt`] and [`Fsync`] and their constructors. After creation, register it
+/// with a [`mio::Registry`] (interest [`crate::AIO`]), then [`SourceApi::submit`] it. The
+/// registered token is returned by `Poll::poll` exactly once, when the operation is complete.
+///
+/// `Source` is `!Unpin`: the kernel holds its address while the operation is in flight, so pin it
+/// before submitting. Dropping it while in flight cancels the operation and waits for the kernel
+/// to release the buffers.
+#[derive(Debug)]
+pub struct Source<T> {
+    inner: T,
+    _pinned: PhantomPinned,
+}
+
+impl<T> Source<T> {
+    fn new(inner: T) -> Self {
+        Source {
+            inner,
+            _pinned: PhantomPinned,
+        }
+    }
+
+    fn inner(self: Pin<&mut Self>) -> Pin<&mut T> {
+        // SAFETY: `inner` is structurally pinned: `Source` never moves it out, and `Source`'s own
+        // drop glue only drops it in place.
+        unsafe { self.map_unchecked_mut(|s| &mut s.inner) }
+    }
+}
+
+impl<T: sys::Operation> SourceApi for Source<T> {
+    type Output = T::Output;
+
+    fn aio_return(self: Pin<&mut Self>) -> nix::Result<Self::Output> {
+        self.inner().aio_return()
+    }
+
+    fn cancel(self: Pin<&mut Self>) -> nix::Result<AioCancelStat> {
+        self.inner().cancel()
+    }
+
+    fn error(self: Pin<&mut Self>) -> nix::Result<()> {
+        self.inner().error()
+    }
+
+    fn in_progress(&self) -> bool {
+        self.inner.in_progress()
+    }
+
+    #[cfg(feature = "tokio")]
+    fn register_raw(&mut self, kq: BorrowedFd, udata: usize) {
+        self.inner.register_raw(kq, udata)
+    }
+
+    #[cfg(feature = "tokio")]
+    fn deregister_raw(&mut self) {
+        self.inner.deregister_raw()
+    }
+
+    fn submit(self: Pin<&mut Self>) -> nix::Result<()> {
+        self.inner().submit()
+    }
+}
+
+/// Checks the interest a source is registered with: a wrong one is a caller's mistake that must
+/// not panic.
+pub(crate) fn check_interest(interests: Interest, expected: Interest) -> io::Result<()> {
+    if interests == expected {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("mio-aio sources must be registered with {expected:?}, not {interests:?}"),
+        ))
+    }
+}
+
+impl<T: sys::Operation> event::Source for Source<T> {
+    fn register(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
+        check_interest(interests, crate::AIO)?;
+        self.inner.register(registry, token)
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        check_interest(interests, crate::AIO)?;
+        self.inner.reregister(registry, token)
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        self.inner.deregister(registry)
+    }
+}
+
+impl<'a> Source<sys::FsyncOp<'a>> {
+    /// Asynchronously syncs a file's data (and, with [`AioFsyncMode::O_SYNC`], its metadata) to
+    /// storage, like `fsync` (`O_SYNC`) or `fdatasync` (`O_DSYNC`).
+    ///
+    /// ```
+    /// use std::os::fd::AsFd;
+    /// use mio_aio::{AioFsyncMode, Errno, Fsync, SourceApi};
+    /// let file = tempfile::tempfile().unwrap();
+    /// let mut op = Box::pin(Fsync::fsync(file.as_fd(), AioFsyncMode::O_SYNC, 0));
+    /// op.as_mut().submit().unwrap();
+    /// while op.as_mut().error() == Err(Errno::EINPROGRESS) { std::thread::yield_now(); }
+    /// op.as_mut().aio_return().unwrap();
+    /// ```
+    pub fn fsync(fd: BorrowedFd<'a>, mode: AioFsyncMode, prio: i32) -> Self {
+        Source::new(sys::FsyncOp::new(fd, mode, prio))
+    }
+}
+
+impl<'a> Source<sys::ReadOp<'a>> {
+    /// Asynchronously reads from a file at offset `offs` into `buf`, like `pread`.
+    ///
+    /// `prio` lowers the operation's priority on FreeBSD; Linux ignores it.
+    ///
+    /// ```
+    /// use std::{io::Write, os::fd::AsFd};
+    /// use mio_aio::{Errno, ReadAt, SourceApi};
+    /// let mut file = tempfile::tempfile().unwrap();
+    /// file.write_all(b"abcdef123456").unwrap();
+    /// let mut buf = [0u8; 4];
+    /// let mut op = Box::pin(ReadAt::read_at(file.as_fd(), 2, &mut buf, 0));
+    /// op.as_mut().submit().unwrap();
+    /// while op.as_mut().error() == Err(Errno::EINPROGRESS) { std::thread::yield_now(); }
+    /// assert_eq!(op.as_mut().aio_return().unwrap(), 4);
+    /// drop(op);
+    /// assert_eq!(&buf, b"cdef");
+    /// ```
+    pub fn read_at(fd: BorrowedFd<'a>, offs: u64, buf: &'a mut [u8], prio: i32) -> Self {
+        Source::new(sys::ReadOp::new(fd, offs, buf, prio))
+    }
+}
+
+impl<'a> Source<sys::ReadvOp<'a>> {
+    /// Asynchronously reads from a file at offset `offs` into a scatter list of buffers, like
+    /// `preadv`. The list itself is copied; the buffers stay borrowed.
+    ///
+    /// On FreeBSD this requires FreeBSD 13.0 or later.
+    ///
+    /// ```
+    /// use std::{io::{IoSliceMut, Write}, os::fd::AsFd};
+    /// use mio_aio::{Errno, ReadvAt, SourceApi};
+    /// let mut file = tempfile::tempfile().unwrap();
+    /// file.write_all(b"abcdef123456").unwrap();
+    /// let (mut a, mut b) = ([0u8; 4], [0u8; 2]);
+    /// let mut bufs = [IoSliceMut::new(&mut a), IoSliceMut::new(&mut b)];
+    /// let mut op = Box::pin(ReadvAt::readv_at(file.as_fd(), 2, &mut bufs, 0));
+    /// op.as_mut().submit().unwrap();
+    /// while op.as_mut().error() == Err(Errno::EINPROGRESS) { std::thread::yield_now(); }
+    /// assert_eq!(op.as_mut().aio_return().unwrap(), 6);
+    /// drop(op);
+    /// assert_eq!((&a, &b), (b"cdef", b"12"));
+    /// ```
+    pub fn readv_at(
+        fd: BorrowedFd<'a>,
+        offs: u64,
+        bufs: &mut [IoSliceMut<'a>],
+        prio: i32,
+    ) -> Self {
+        Source::new(sys::ReadvOp::new(fd, offs, bufs, prio))
+    }
+}
+
+impl<'a> Source<sys::WriteOp<'a>> {
+    /// Asynchronously writes `buf` to a file at offset `offs`, like `pwrite`.
+    ///
+    /// ```
+    /// use std::os::fd::AsFd;
+    /// use mio_aio::{Errno, SourceApi, WriteAt};
+    /// let file = tempfile::tempfile().unwrap();
+    /// let mut op = Box::pin(WriteAt::write_at(file.as_fd(), 0, b"abcdef", 0));
+    /// op.as_mut().submit().unwrap();
+    /// while op.as_mut().error() == Err(Errno::EINPROGRESS) { std::thread::yield_now(); }
+    /// assert_eq!(op.as_mut().aio_return().unwrap(), 6);
+    /// ```
+    pub fn write_at(fd: BorrowedFd<'a>, offs: u64, buf: &'a [u8], prio: i32) -> Self {
+        Source::new(sys::WriteOp::new(fd, offs, buf, prio))
+    }
+}
+
+impl<'a> Source<sys::WritevOp<'a>> {
+    /// Asynchronously writes a gather list of buffers to a file at offset `offs`, like
+    /// `pwritev`. The list itself is copied; the buffers stay borrowed.
+    ///
+    /// On FreeBSD this requires FreeBSD 13.0 or later.
+    ///
+    /// ```
+    /// use std::{io::IoSlice, os::fd::AsFd};
+    /// use mio_aio::{Errno, SourceApi, WritevAt};
+    /// let file = tempfile::tempfile().unwrap();
+    /// let bufs = [IoSlice::new(b"abcde"), IoSlice::new(b"fghi")];
+    /// let mut op = Box::pin(WritevAt::writev_at(file.as_fd(), 0, &bufs, 0));
+    /// op.as_mut().submit().unwrap();
+    /// while op.as_mut().error() == Err(Errno::EINPROGRESS) { std::thread::yield_now(); }
+    /// assert_eq!(op.as_mut().aio_return().unwrap(), 9);
+    /// ```
+    pub fn writev_at(fd: BorrowedFd<'a>, offs: u64, bufs: &[IoSlice<'a>], prio: i32) -> Self {
+        Source::new(sys::WritevOp::new(fd, offs, bufs, prio))
+    }
+}

@@ -1,0 +1,489 @@
+//! The driver: one per process, owning the chosen engine, the notifier pool and the count of
+//! operations in flight. Operations reach it through [`Driver::get`].
+//!
+//! Completion state is shared between an operation and the engine through an
+//! `Arc<Completion>`: the engine holds one reference for as long as the kernel (or a worker
+//! thread) may still touch the operation's buffers, and drops it only after recording the result.
+
+use std::{
+    io,
+    os::fd::RawFd,
+    ptr,
+    sync::{
+        atomic::{AtomicI64, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering},
+        Arc, Once, OnceLock,
+    },
+    time::Duration,
+};
+
+use nix::{errno::Errno, sys::aio::AioCancelStat};
+
+use super::{
+    kaio::Kaio,
+    notify::{Notifier, NotifierPool},
+    threads::ThreadPool,
+    uring::Uring,
+    Backend,
+};
+
+/// What a request asks the kernel to do.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub(crate) enum OpKind {
+    Read,
+    Write,
+    Readv,
+    Writev,
+    Fsync,
+    Fdatasync,
+    Nop,
+}
+
+/// One request as the engines see it: plain pointers into buffers that the owning operation
+/// borrows for its whole life.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Request {
+    pub kind: OpKind,
+    pub fd: RawFd,
+    pub offset: u64,
+    /// The buffer (`Read`, `Write`) or the iovec array (`Readv`, `Writev`).
+    pub addr: *mut u8,
+    /// Bytes (`Read`, `Write`) or iovec count (`Readv`, `Writev`).
+    pub len: usize,
+}
+
+// SAFETY: a Request is only plain data; the buffers it points to are borrowed (for reads,
+// mutably) by the operation that owns the request for at least as long as any thread may use the
+// pointers, because an operation's drop waits for its completion.
+unsafe impl Send for Request {}
+// SAFETY: as above; the request itself is never mutated while shared.
+unsafe impl Sync for Request {}
+
+const IN_FLIGHT: u8 = 0;
+const DONE: u8 = 1;
+
+/// Several operations that are reported by one event: a batch.
+#[derive(Debug)]
+pub(crate) struct Group {
+    remaining: AtomicUsize,
+    notifier: Option<Arc<Notifier>>,
+}
+
+impl Group {
+    pub(crate) fn new(count: usize, notifier: Option<Arc<Notifier>>) -> Arc<Group> {
+        Arc::new(Group {
+            remaining: AtomicUsize::new(count),
+            notifier,
+        })
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        self.remaining.load(Ordering::Acquire) == 0
+    }
+
+    /// Counts `n` operations as done (or as never started); the last one signals.
+    pub(crate) fn finished(&self, n: usize) {
+        if n > 0 && self.remaining.fetch_sub(n, Ordering::AcqRel) == n {
+            if let Some(n) = &self.notifier {
+                n.signal();
+            }
+        }
+    }
+}
+
+/// The shared state of one submitted request.
+#[derive(Debug)]
+pub(crate) struct Completion {
+    pub request: Request,
+    /// Notifier the kernel signals itself when the request completes (io_uring linked write,
+    /// kernel AIO resfd).
+    pub kernel_signal: Option<Arc<Notifier>>,
+    /// Notifier signalled from user space when the result is recorded.
+    pub user_signal: Option<Arc<Notifier>>,
+    pub group: Option<Arc<Group>>,
+    pub driver: &'static Driver,
+    state: AtomicU8,
+    result: AtomicI64,
+    /// Kernel AIO's control block, which must stay at a fixed address while in flight.
+    pub iocb: std::cell::UnsafeCell<libc::iocb>,
+}
+
+// SAFETY: `iocb` is written only by the kernel-AIO engine before the completion is shared with the
+// kernel, and read by the kernel; every other field is immutable or atomic.
+unsafe impl Sync for Completion {}
+// SAFETY: as above.
+unsafe impl Send for Completion {}
+
+impl Completion {
+    /// Records the result (`>= 0`, or `-errno`) and tells whoever waits. Called exactly once.
+    pub(crate) fn finish(&self, res: i64) {
+        self.result.store(res, Ordering::Relaxed);
+        self.state.store(DONE, Ordering::Release);
+        self.driver.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if let Some(n) = &self.user_signal {
+            n.signal();
+        }
+        if let Some(g) = &self.group {
+            g.finished(1);
+        }
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        self.state.load(Ordering::Acquire) == DONE
+    }
+
+    /// The result, once done: bytes, or the error.
+    pub(crate) fn result(&self) -> nix::Result<usize> {
+        debug_assert!(self.is_done());
+        let res = self.result.load(Ordering::Relaxed);
+        if res < 0 {
+            Err(Errno::from_raw(-res as i32))
+        } else {
+            Ok(res as usize)
+        }
+    }
+
+    /// Whether this completion belongs to the driver of this process (not a parent's, across
+    /// `fork`).
+    pub(crate) fn is_ours(&self) -> bool {
+        self.driver.generation == fork_generation()
+    }
+
+    /// Blocks until done: used when an operation is dropped or its results are collected early.
+    pub(crate) fn wait(&self) {
+        if !self.is_ours() {
+            return;
+        }
+        while !self.is_done() {
+            self.driver.engine.wait(self);
+        }
+    }
+
+    /// Asks the engine to cancel the request, and reports what happened.
+    pub(crate) fn cancel(self: &Arc<Self>) -> AioCancelStat {
+        if !self.is_ours() || self.is_done() {
+            return AioCancelStat::AioAllDone;
+        }
+        self.driver.engine.reap();
+        if self.is_done() {
+            return AioCancelStat::AioAllDone;
+        }
+        self.driver.engine.cancel(self)
+    }
+}
+
+/// The mechanism that moves requests to the kernel and results back.
+#[derive(Debug)]
+pub(crate) enum Engine {
+    Uring(Uring),
+    Kaio(Kaio),
+    Threads(ThreadPool),
+}
+
+impl Engine {
+    /// Starts `batch`, all or a prefix: returns how many were accepted (0 with an error).
+    fn submit(&self, batch: &[Arc<Completion>]) -> Result<usize, Errno> {
+        match self {
+            Engine::Uring(e) => e.submit(batch),
+            Engine::Kaio(e) => e.submit(batch),
+            Engine::Threads(e) => e.submit(batch),
+        }
+    }
+
+    /// Records the results of finished requests without blocking.
+    pub(crate) fn reap(&self) {
+        match self {
+            Engine::Uring(e) => e.reap(),
+            Engine::Kaio(e) => e.reap(),
+            Engine::Threads(_) => {}
+        }
+    }
+
+    /// Blocks for a while (until some request completes or a short timeout), recording results.
+    fn wait(&self, c: &Completion) {
+        match self {
+            Engine::Uring(e) => e.wait(c),
+            Engine::Kaio(e) => e.wait(c),
+            Engine::Threads(e) => e.wait(c),
+        }
+    }
+
+    fn cancel(&self, c: &Arc<Completion>) -> AioCancelStat {
+        match self {
+            Engine::Uring(e) => e.cancel(c),
+            Engine::Kaio(e) => e.cancel(c),
+            Engine::Threads(e) => e.cancel(c),
+        }
+    }
+
+    fn backend(&self) -> Backend {
+        match self {
+            Engine::Uring(_) => Backend::IoUring,
+            Engine::Kaio(_) => Backend::KernelAio,
+            Engine::Threads(_) => Backend::ThreadPool,
+        }
+    }
+
+    /// Whether the kernel signals notifiers itself; otherwise the engine signals them from user
+    /// space when it records a result.
+    fn kernel_signals(&self) -> bool {
+        matches!(self, Engine::Uring(_))
+    }
+}
+
+/// The default bound on operations in flight per process; `MIO_AIO_MAX_IN_FLIGHT` overrides it.
+const DEFAULT_MAX_IN_FLIGHT: usize = 16384;
+
+/// The per-process state behind every operation.
+#[derive(Debug)]
+pub(crate) struct Driver {
+    pub engine: Engine,
+    pub pool: &'static NotifierPool,
+    pub in_flight: AtomicUsize,
+    pub max_in_flight: usize,
+    /// The fork generation this driver was made in.
+    pub generation: u64,
+    /// Wakes the reaper thread; signalled by the kernel for batch operations (io_uring) or for
+    /// every operation (kernel AIO), whose results are recorded from user space.
+    reaper: OnceLock<Arc<Notifier>>,
+}
+
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+static CURRENT: AtomicPtr<Driver> = AtomicPtr::new(ptr::null_mut());
+static REQUESTED: AtomicU8 = AtomicU8::new(0);
+static ATFORK: Once = Once::new();
+
+extern "C" fn after_fork_in_child() {
+    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Counts `fork`s into child processes, so that a child never uses its parent's rings.
+pub(crate) fn fork_generation() -> u64 {
+    FORK_GENERATION.load(Ordering::Relaxed)
+}
+
+fn backend_code(b: Option<Backend>) -> u8 {
+    match b {
+        None => 0,
+        Some(Backend::IoUring) => 1,
+        Some(Backend::KernelAio) => 2,
+        Some(Backend::ThreadPool) => 3,
+    }
+}
+
+/// Forces the backend for drivers created from now on (see `crate::set_backend`).
+pub(crate) fn request_backend(backend: Backend) -> io::Result<()> {
+    let current = CURRENT.load(Ordering::Acquire);
+    // SAFETY: CURRENT only ever holds null or a leaked, never freed `Driver`.
+    match unsafe { current.as_ref() } {
+        Some(d) if d.generation == fork_generation() && d.backend() != backend => {
+            Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("mio-aio already uses the {} backend", d.backend()),
+            ))
+        }
+        _ => {
+            REQUESTED.store(backend_code(Some(backend)), Ordering::Relaxed);
+            Ok(())
+        }
+    }
+}
+
+/// The backend asked for by `set_backend` or `MIO_AIO_BACKEND`, if any.
+fn requested_backend() -> io::Result<Option<Backend>> {
+    match REQUESTED.load(Ordering::Relaxed) {
+        1 => return Ok(Some(Backend::IoUring)),
+        2 => return Ok(Some(Backend::KernelAio)),
+        3 => return Ok(Some(Backend::ThreadPool)),
+        _ => {}
+    }
+    match std::env::var("MIO_AIO_BACKEND") {
+        Err(_) => Ok(None),
+        Ok(name) if name.is_empty() || name == "auto" => Ok(None),
+        Ok(name) => name.parse().map(Some).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("MIO_AIO_BACKEND={name:?}: expected io_uring, kaio, threads or auto"),
+            )
+        }),
+    }
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+impl Driver {
+    /// The driver of this process, created on first use (and again in a forked child).
+    pub(crate) fn get() -> io::Result<&'static Driver> {
+        let current = CURRENT.load(Ordering::Acquire);
+        // SAFETY: CURRENT only ever holds null or a leaked, never freed `Driver`.
+        if let Some(d) = unsafe { current.as_ref() } {
+            if d.generation == fork_generation() {
+                return Ok(d);
+            }
+        }
+        Self::create(current)
+    }
+
+    #[cold]
+    fn create(seen: *mut Driver) -> io::Result<&'static Driver> {
+        ATFORK.call_once(|| {
+            // SAFETY: registers a child handler that only touches an atomic.
+            unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+        });
+        let generation = fork_generation();
+        let max_in_flight = env_usize("MIO_AIO_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT).max(1);
+        let pool: &'static NotifierPool = Box::leak(Box::default());
+        let engine = match requested_backend()? {
+            Some(Backend::IoUring) => Engine::Uring(Uring::new(max_in_flight)?),
+            Some(Backend::KernelAio) => Engine::Kaio(Kaio::new(max_in_flight)?),
+            Some(Backend::ThreadPool) => Engine::Threads(ThreadPool::new()),
+            None => match Uring::new(max_in_flight) {
+                Ok(u) => Engine::Uring(u),
+                Err(_) => match Kaio::new(max_in_flight) {
+                    Ok(k) => Engine::Kaio(k),
+                    Err(_) => Engine::Threads(ThreadPool::new()),
+                },
+            },
+        };
+        let driver = Box::into_raw(Box::new(Driver {
+            engine,
+            pool,
+            in_flight: AtomicUsize::new(0),
+            max_in_flight,
+            generation,
+            reaper: OnceLock::new(),
+        }));
+        match CURRENT.compare_exchange(seen, driver, Ordering::AcqRel, Ordering::Acquire) {
+            // SAFETY: just published; never freed from now on.
+            Ok(_) => Ok(unsafe { &*driver }),
+            Err(winner) => {
+                // Another thread created one first: ours was never shared, so free it.
+                // SAFETY: `driver` came from Box::into_raw above and nothing else saw it.
+                drop(unsafe { Box::from_raw(driver) });
+                // SAFETY: CURRENT only ever holds leaked drivers.
+                let winner = unsafe { &*winner };
+                if winner.generation == generation {
+                    Ok(winner)
+                } else {
+                    Self::create(winner as *const Driver as *mut Driver)
+                }
+            }
+        }
+    }
+
+    pub(crate) fn backend(&self) -> Backend {
+        self.engine.backend()
+    }
+
+    /// A fresh notifier for one operation or batch.
+    pub(crate) fn notifier(&'static self) -> io::Result<Notifier> {
+        Notifier::new(self.pool, self.generation)
+    }
+
+    /// The notifier the kernel signals to wake the reaper thread, which starts on first use.
+    fn reaper(&'static self) -> io::Result<Arc<Notifier>> {
+        if let Some(n) = self.reaper.get() {
+            return Ok(n.clone());
+        }
+        let n = Arc::new(Notifier::private(self.pool, false)?);
+        if self.reaper.set(n.clone()).is_ok() {
+            let wake = n.clone();
+            std::thread::Builder::new()
+                .name("mio-aio-reaper".into())
+                .spawn(move || loop {
+                    wake.wait();
+                    self.engine.reap();
+                })?;
+        }
+        Ok(self.reaper.get().expect("set above").clone())
+    }
+
+    /// Starts `requests`, one completion each. `notifier` is signalled when each completes (a
+    /// single operation) or, with `group`, when all of them have (a batch).
+    ///
+    /// Returns the completions of the accepted prefix (all of them, unless the queue filled up)
+    /// or, when none was accepted, the error.
+    ///
+    /// # Safety
+    /// Every request's buffers must stay valid, and not otherwise accessed, until its completion
+    /// is done.
+    pub(crate) unsafe fn submit(
+        &'static self,
+        requests: &[Request],
+        notifier: Option<&Arc<Notifier>>,
+        group: Option<&Arc<Group>>,
+    ) -> Result<Vec<Arc<Completion>>, Errno> {
+        let room = self
+            .max_in_flight
+            .saturating_sub(self.in_flight.load(Ordering::Relaxed));
+        let count = requests.len().min(room);
+        if count == 0 {
+            return Err(Errno::EAGAIN);
+        }
+        // Who signals: the kernel, straight to the operation's notifier (io_uring, single
+        // operation), or user space after recording the result; for kernel AIO and for batches
+        // the kernel wakes the reaper thread, which records results and signals.
+        let needs_reaper = matches!(self.engine, Engine::Kaio(_))
+            || (self.engine.kernel_signals() && group.is_some());
+        let reaper = if needs_reaper {
+            Some(self.reaper().map_err(io_errno)?)
+        } else {
+            None
+        };
+        let completions: Vec<Arc<Completion>> = requests[..count]
+            .iter()
+            .map(|&request| {
+                let kernel_signal = match &reaper {
+                    Some(r) => Some(r),
+                    None if self.engine.kernel_signals() => notifier,
+                    None => None,
+                };
+                let kernel_signals_op = kernel_signal.is_some() && reaper.is_none();
+                let user_signal = notifier.filter(|_| group.is_none() && !kernel_signals_op);
+                Arc::new(Completion {
+                    request,
+                    kernel_signal: kernel_signal.cloned(),
+                    user_signal: user_signal.cloned(),
+                    group: group.cloned(),
+                    driver: self,
+                    state: AtomicU8::new(IN_FLIGHT),
+                    result: AtomicI64::new(0),
+                    // SAFETY: iocb is plain old data; all-zero is its empty value.
+                    iocb: std::cell::UnsafeCell::new(unsafe { std::mem::zeroed() }),
+                })
+            })
+            .collect();
+        self.in_flight.fetch_add(count, Ordering::Relaxed);
+        let accepted = match self.engine.submit(&completions) {
+            Ok(n) => n,
+            Err(e) => {
+                self.in_flight.fetch_sub(count, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        self.in_flight.fetch_sub(count - accepted, Ordering::Relaxed);
+        if let (Some(g), true) = (group, accepted > 0) {
+            // The batch's event must wait only for the operations that were started.
+            g.finished(requests.len() - accepted);
+        }
+        let mut completions = completions;
+        completions.truncate(accepted);
+        if accepted == 0 {
+            return Err(Errno::EAGAIN);
+        }
+        Ok(completions)
+    }
+}
+
+/// The errno inside an `io::Error` (EIO when it has none).
+pub(crate) fn io_errno(e: io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// How long one blocking wait inside the engines lasts before it rechecks: short enough that a
+/// result recorded by another thread is noticed promptly.
+pub(crate) const WAIT_SLICE: Duration = Duration::from_millis(10);

@@ -1,0 +1,171 @@
+//! Notifiers: the eventfd through which one operation (or batch) wakes a mio `Poll`.
+//!
+//! epoll reports readiness per file descriptor, so an operation that must come back from
+//! `Poll::poll` with its own `Token` needs an fd of its own. A `Notifier` is an eventfd that the
+//! backend signals when the operation has completed: the kernel itself (a linked io_uring write,
+//! kernel AIO's `IOCB_FLAG_RESFD`) or a worker thread.
+//!
+//! Eventfds are pooled, because creating and closing one per operation costs four system calls.
+//! A notifier goes back to the pool only when nothing can signal it any more (every engine that
+//! may signal it holds an `Arc` to it) and when it is known to be out of every epoll set, so a
+//! reused eventfd can never wake an old token.
+
+use std::{
+    io,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Mutex,
+    },
+};
+
+/// The most idle eventfds a pool keeps; more are closed.
+const POOL_MAX: usize = 4096;
+
+/// Converts a `-1`-with-errno return value into an `io::Result`.
+macro_rules! syscall {
+    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
+        // SAFETY: each use passes arguments that satisfy the called function's contract, as
+        // stated at the call site.
+        #[allow(unused_unsafe)]
+        let res = unsafe { libc::$fn($($arg),*) };
+        if res == -1 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(res)
+        }
+    }};
+}
+
+/// Idle eventfds, not in any epoll set.
+#[derive(Debug, Default)]
+pub(crate) struct NotifierPool {
+    idle: Mutex<Vec<OwnedFd>>,
+}
+
+impl NotifierPool {
+    /// An eventfd with a zero counter, from the pool or new.
+    fn take(&self) -> io::Result<OwnedFd> {
+        if let Some(fd) = self.idle.lock().unwrap().pop() {
+            drain(fd.as_raw_fd());
+            return Ok(fd);
+        }
+        let fd = syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK))?;
+        // SAFETY: eventfd just returned this new fd, and nothing else owns it.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    fn give_back(&self, fd: OwnedFd) {
+        let mut idle = self.idle.lock().unwrap();
+        if idle.len() < POOL_MAX {
+            idle.push(fd);
+        }
+    }
+}
+
+/// Resets an eventfd's counter to zero, so that adding it to an epoll set does not report a
+/// stale completion.
+fn drain(fd: RawFd) {
+    let mut count = 0u64;
+    // SAFETY: reads 8 bytes into a local u64; the fd is a nonblocking eventfd we own, so this
+    // returns at once (EAGAIN when the counter is already zero, which is fine).
+    unsafe { libc::read(fd, (&mut count as *mut u64).cast(), 8) };
+}
+
+/// One eventfd, lent to one operation or batch at a time.
+#[derive(Debug)]
+pub(crate) struct Notifier {
+    fd: Option<OwnedFd>,
+    pool: &'static NotifierPool,
+    /// Set when the eventfd is out of every epoll set, so it may be pooled once dropped.
+    reusable: AtomicBool,
+    /// The fork generation of the pool: a child process must not touch its parent's pool.
+    generation: u64,
+}
+
+impl Notifier {
+    pub(crate) fn new(pool: &'static NotifierPool, generation: u64) -> io::Result<Notifier> {
+        Ok(Notifier {
+            fd: Some(pool.take()?),
+            pool,
+            reusable: AtomicBool::new(true),
+            generation,
+        })
+    }
+
+    /// An eventfd that is never pooled (a backend's private wake-up channel), blocking or not.
+    pub(crate) fn private(pool: &'static NotifierPool, nonblocking: bool) -> io::Result<Notifier> {
+        let flags = libc::EFD_CLOEXEC | if nonblocking { libc::EFD_NONBLOCK } else { 0 };
+        let fd = syscall!(eventfd(0, flags))?;
+        Ok(Notifier {
+            // SAFETY: eventfd just returned this new fd, and nothing else owns it.
+            fd: Some(unsafe { OwnedFd::from_raw_fd(fd) }),
+            pool,
+            reusable: AtomicBool::new(false),
+            generation: u64::MAX,
+        })
+    }
+
+    /// Whether this process made the notifier (not a parent, across `fork`).
+    pub(crate) fn is_ours(&self) -> bool {
+        self.generation == super::driver::fork_generation()
+    }
+
+    pub(crate) fn fd(&self) -> RawFd {
+        self.fd.as_ref().map_or(-1, |fd| fd.as_raw_fd())
+    }
+
+    /// Wakes whoever watches the eventfd.
+    pub(crate) fn signal(&self) {
+        let one = 1u64;
+        // SAFETY: writes 8 bytes from a local u64 to an eventfd this notifier owns. It cannot
+        // fail short of counter overflow, which 2^64 - 2 signals would take.
+        unsafe { libc::write(self.fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// Blocks until the (blocking) eventfd is signalled, and resets it.
+    pub(crate) fn wait(&self) {
+        let mut count = 0u64;
+        // SAFETY: reads 8 bytes into a local u64 from an eventfd this notifier owns.
+        unsafe { libc::read(self.fd(), (&mut count as *mut u64).cast(), 8) };
+    }
+
+    /// Adds the eventfd to the epoll set `epfd` under `token` (edge-triggered, as mio does).
+    pub(crate) fn epoll_add(&self, epfd: RawFd, token: u64) -> io::Result<()> {
+        self.reusable.store(false, Ordering::Relaxed);
+        self.epoll_ctl(epfd, libc::EPOLL_CTL_ADD, token)
+    }
+
+    pub(crate) fn epoll_mod(&self, epfd: RawFd, token: u64) -> io::Result<()> {
+        self.epoll_ctl(epfd, libc::EPOLL_CTL_MOD, token)
+    }
+
+    /// Removes the eventfd from `epfd`. Only when that succeeds may it be pooled: if `epfd` no
+    /// longer names the set it was added to, it is closed instead, which removes it from every
+    /// set once the last reference goes.
+    pub(crate) fn epoll_del(&self, epfd: RawFd) -> io::Result<()> {
+        self.epoll_ctl(epfd, libc::EPOLL_CTL_DEL, 0)?;
+        self.reusable.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn epoll_ctl(&self, epfd: RawFd, op: libc::c_int, token: u64) -> io::Result<()> {
+        let mut event = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+            u64: token,
+        };
+        // SAFETY: epoll_ctl only reads `event`, a valid local; bad fds give an error.
+        syscall!(epoll_ctl(epfd, op, self.fd(), &mut event)).map(drop)
+    }
+}
+
+impl Drop for Notifier {
+    fn drop(&mut self) {
+        let Some(fd) = self.fd.take() else { return };
+        // Only a notifier known to be out of every epoll set, in the process that made it, goes
+        // back to the pool; otherwise closing it is the safe choice.
+        if self.reusable.load(Ordering::Relaxed) && self.is_ours() {
+            self.pool.give_back(fd);
+        }
+    }
+}

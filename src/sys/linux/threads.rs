@@ -1,0 +1,165 @@
+//! The thread-pool engine: the last resort where the kernel offers no usable asynchronous
+//! interface, and kernel AIO's helper for buffered I/O that would block inside `io_submit`.
+//!
+//! Workers run the plain blocking system calls (`pread`, `pwritev`, `fsync`, …), record the
+//! result and signal the operation's notifier from user space. Workers start on demand, up to
+//! `MIO_AIO_THREADS` (default 64), and leave after a few idle seconds.
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Condvar, Mutex},
+    time::Duration,
+};
+
+use nix::{errno::Errno, sys::aio::AioCancelStat};
+
+use super::driver::{Completion, OpKind, Request, WAIT_SLICE};
+
+const DEFAULT_MAX_THREADS: usize = 64;
+const IDLE_EXIT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Default)]
+struct Queue {
+    jobs: VecDeque<Arc<Completion>>,
+    threads: usize,
+    idle: usize,
+}
+
+#[derive(Debug)]
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Wakes idle workers.
+    work: Condvar,
+    /// Wakes threads waiting for some job to finish.
+    done: Condvar,
+    max_threads: usize,
+}
+
+#[derive(Debug)]
+pub(crate) struct ThreadPool {
+    shared: Arc<Shared>,
+}
+
+impl ThreadPool {
+    pub(crate) fn new() -> ThreadPool {
+        let max_threads = std::env::var("MIO_AIO_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_MAX_THREADS)
+            .max(1);
+        ThreadPool {
+            shared: Arc::new(Shared {
+                queue: Mutex::default(),
+                work: Condvar::new(),
+                done: Condvar::new(),
+                max_threads,
+            }),
+        }
+    }
+
+    /// Queues every request; fails with EAGAIN only when no worker exists and none can start.
+    pub(crate) fn submit(&self, batch: &[Arc<Completion>]) -> Result<usize, Errno> {
+        let mut q = self.shared.queue.lock().unwrap();
+        q.jobs.extend(batch.iter().cloned());
+        while q.idle < q.jobs.len() && q.threads < self.shared.max_threads {
+            let shared = self.shared.clone();
+            let spawned = std::thread::Builder::new()
+                .name("mio-aio-worker".into())
+                .spawn(move || worker(shared));
+            match spawned {
+                Ok(_) => {
+                    q.threads += 1;
+                    q.idle += 1;
+                }
+                Err(_) if q.threads > 0 => break,
+                Err(_) => {
+                    let len = q.jobs.len();
+                    q.jobs.truncate(len - batch.len());
+                    return Err(Errno::EAGAIN);
+                }
+            }
+        }
+        drop(q);
+        if batch.len() == 1 {
+            self.shared.work.notify_one();
+        } else {
+            self.shared.work.notify_all();
+        }
+        Ok(batch.len())
+    }
+
+    /// Waits up to one time slice for some job to finish.
+    pub(crate) fn wait(&self, c: &Completion) {
+        let q = self.shared.queue.lock().unwrap();
+        if !c.is_done() {
+            let _ = self.shared.done.wait_timeout(q, WAIT_SLICE).unwrap();
+        }
+    }
+
+    /// A job still queued is cancelled; a running one cannot be.
+    pub(crate) fn cancel(&self, c: &Arc<Completion>) -> AioCancelStat {
+        let mut q = self.shared.queue.lock().unwrap();
+        if let Some(i) = q.jobs.iter().position(|j| Arc::ptr_eq(j, c)) {
+            let job = q.jobs.remove(i).expect("found above");
+            drop(q);
+            job.finish(-i64::from(libc::ECANCELED));
+            self.shared.done.notify_all();
+            AioCancelStat::AioCanceled
+        } else if c.is_done() {
+            AioCancelStat::AioAllDone
+        } else {
+            AioCancelStat::AioNotCanceled
+        }
+    }
+}
+
+fn worker(shared: Arc<Shared>) {
+    let mut q = shared.queue.lock().unwrap();
+    loop {
+        if let Some(job) = q.jobs.pop_front() {
+            q.idle -= 1;
+            drop(q);
+            let res = perform(&job.request);
+            job.finish(res);
+            drop(job);
+            q = shared.queue.lock().unwrap();
+            q.idle += 1;
+            shared.done.notify_all();
+            continue;
+        }
+        let (guard, timeout) = shared.work.wait_timeout(q, IDLE_EXIT).unwrap();
+        q = guard;
+        if timeout.timed_out() && q.jobs.is_empty() {
+            q.idle -= 1;
+            q.threads -= 1;
+            return;
+        }
+    }
+}
+
+/// Runs one request with the blocking system call; returns bytes or `-errno`.
+pub(crate) fn perform(r: &Request) -> i64 {
+    loop {
+        let off = r.offset as libc::off_t;
+        // SAFETY: the request's pointers and lengths describe buffers (or iovec arrays) that its
+        // operation borrows until this job's completion is recorded (the driver's contract).
+        let res = unsafe {
+            match r.kind {
+                OpKind::Read => libc::pread(r.fd, r.addr.cast(), r.len, off) as i64,
+                OpKind::Write => libc::pwrite(r.fd, r.addr.cast(), r.len, off) as i64,
+                OpKind::Readv => libc::preadv(r.fd, r.addr.cast(), r.len as i32, off) as i64,
+                OpKind::Writev => libc::pwritev(r.fd, r.addr.cast(), r.len as i32, off) as i64,
+                OpKind::Fsync => i64::from(libc::fsync(r.fd)),
+                OpKind::Fdatasync => i64::from(libc::fdatasync(r.fd)),
+                OpKind::Nop => 0,
+            }
+        };
+        if res >= 0 {
+            return res;
+        }
+        let errno = Errno::last_raw();
+        if errno != libc::EINTR {
+            return -i64::from(errno);
+        }
+    }
+}

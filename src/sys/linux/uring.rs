@@ -1,0 +1,322 @@
+//! The io_uring engine.
+//!
+//! Each request becomes one SQE whose `user_data` is a leaked `Arc<Completion>` (the engine's
+//! reference, given back when its CQE is reaped). When the request has a notifier, the SQE is
+//! followed by an `IORING_OP_WRITE` of the value 1 to that eventfd, linked with
+//! `IOSQE_IO_HARDLINK` so that it runs after the request however the request ends (plain
+//! `IO_LINK` would skip it after a short read or an error, and no event would ever arrive). The
+//! kernel posts the request's CQE before it issues the linked write, so by the time the eventfd
+//! wakes epoll the result is waiting in the completion queue.
+//!
+//! The linked write resolves its fd when it is issued, not when it is submitted. The write holds
+//! an `Arc<Notifier>` (its own `user_data`, tagged) until its CQE is reaped, so the eventfd is
+//! never closed or lent to another operation while a write may still target its number.
+//!
+//! Rings are created without `IORING_SETUP_DEFER_TASKRUN` (the linked write would then only run
+//! inside `io_uring_enter(GETEVENTS)`, and epoll would never wake) and with `dontfork`, so a
+//! child process cannot touch its parent's queues.
+
+use std::{
+    io,
+    sync::{
+        atomic::{AtomicI32, Ordering},
+        Arc, Mutex,
+    },
+};
+
+use io_uring::{opcode, squeue, types, IoUring, Probe};
+use nix::{errno::Errno, sys::aio::AioCancelStat};
+
+use super::driver::{Completion, OpKind, Request, WAIT_SLICE};
+use super::notify::Notifier;
+
+/// The low bits of `user_data` say what a CQE belongs to (the pointers are 8-aligned).
+const TAG_MASK: u64 = 0b11;
+const TAG_OP: u64 = 0;
+const TAG_SIGNAL: u64 = 1;
+const TAG_CANCEL: u64 = 2;
+
+/// The value the linked write adds to an eventfd. It must outlive every write: it is static.
+static ONE: u64 = 1;
+
+/// The most a single read or write may ask for (Linux's `MAX_RW_COUNT`); longer ones complete
+/// short, as `pread` would.
+const MAX_RW: usize = 0x7fff_f000;
+
+/// Submission queue entries: small, because every submission is pushed to the kernel at once.
+const SQ_ENTRIES: u32 = 256;
+/// io_uring's upper bound on completion queue entries.
+const MAX_CQ_ENTRIES: u32 = 65536;
+
+const PENDING: i32 = i32::MIN;
+
+/// A cancellation request waiting for its own CQE.
+#[derive(Debug)]
+struct CancelState {
+    res: AtomicI32,
+}
+
+pub(crate) struct Uring {
+    ring: IoUring,
+    /// Serialises pushes to the submission queue (and reads of its flags).
+    sq: Mutex<()>,
+    /// Serialises reaping of the completion queue.
+    cq: Mutex<()>,
+}
+
+impl std::fmt::Debug for Uring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Uring").field("params", self.ring.params()).finish()
+    }
+}
+
+impl Uring {
+    /// Sets up a ring with room in the completion queue for every operation in flight (each
+    /// may post two CQEs: its own and its notifier write's).
+    pub(crate) fn new(max_in_flight: usize) -> io::Result<Uring> {
+        let cq_entries = u32::try_from(max_in_flight.saturating_mul(2))
+            .unwrap_or(MAX_CQ_ENTRIES)
+            .clamp(2 * SQ_ENTRIES, MAX_CQ_ENTRIES)
+            .next_power_of_two();
+        let ring = IoUring::builder()
+            .dontfork()
+            .setup_cqsize(cq_entries)
+            .setup_submit_all()
+            .build(SQ_ENTRIES)
+            .or_else(|_| {
+                IoUring::builder()
+                    .dontfork()
+                    .setup_cqsize(cq_entries)
+                    .build(SQ_ENTRIES)
+            })?;
+        let unsupported = || io::Error::new(io::ErrorKind::Unsupported, "io_uring is too old");
+        if !ring.params().is_feature_nodrop() {
+            return Err(unsupported());
+        }
+        let mut probe = Probe::new();
+        ring.submitter().register_probe(&mut probe)?;
+        let needed = [
+            opcode::Read::CODE,
+            opcode::Write::CODE,
+            opcode::Readv::CODE,
+            opcode::Writev::CODE,
+            opcode::Fsync::CODE,
+            opcode::AsyncCancel::CODE,
+            opcode::Nop::CODE,
+        ];
+        if !needed.iter().all(|&op| probe.is_supported(op)) {
+            return Err(unsupported());
+        }
+        Ok(Uring {
+            ring,
+            sq: Mutex::new(()),
+            cq: Mutex::new(()),
+        })
+    }
+
+    /// Pushes every request (with its linked notifier write) and enters the kernel once per
+    /// full submission queue. io_uring accepts every SQE it is given, so all are accepted; a
+    /// request that cannot start (bad fd, …) reports its error in its CQE.
+    pub(crate) fn submit(&self, batch: &[Arc<Completion>]) -> Result<usize, Errno> {
+        let _sq = self.sq.lock().unwrap();
+        // SAFETY: `self.sq` is held, so this is the only live handle on the submission queue.
+        let mut sq = unsafe { self.ring.submission_shared() };
+        for (pushed, c) in batch.iter().enumerate() {
+            let data = data_entry(&c.request);
+            let signal = c.kernel_signal.as_ref();
+            let needed = 1 + usize::from(signal.is_some());
+            if sq.capacity() - sq.len() < needed {
+                sq.sync();
+                if let Err(e) = self.enter_all() {
+                    // What was pushed stays queued (any later enter consumes it): report it as
+                    // accepted, so its buffers stay borrowed until it completes.
+                    return if pushed == 0 { Err(e) } else { Ok(pushed) };
+                }
+                sq.sync();
+            }
+            let data = data.user_data(Arc::into_raw(c.clone()) as u64 | TAG_OP);
+            // SAFETY: the request's buffers stay valid until its CQE is reaped (the driver's
+            // contract); the engine's `Arc` keeps the completion alive until then.
+            unsafe {
+                match signal {
+                    None => sq.push(&data),
+                    Some(n) => sq.push_multiple(&[
+                        data.flags(squeue::Flags::IO_HARDLINK),
+                        signal_entry(n),
+                    ]),
+                }
+                .expect("room was made above")
+            };
+        }
+        sq.sync();
+        drop(sq);
+        // Everything is pushed, so everything counts as accepted even if this enter fails: the
+        // next enter (a later submit, or any wait) consumes it.
+        let _ = self.enter_all();
+        Ok(batch.len())
+    }
+
+    /// Enters the kernel until it has consumed every pushed SQE.
+    fn enter_all(&self) -> Result<(), Errno> {
+        loop {
+            match self.ring.submitter().submit() {
+                Ok(_) => return Ok(()),
+                Err(e) => match e.raw_os_error() {
+                    // Transient: the SQEs stay queued and are consumed by the retry.
+                    Some(libc::EINTR | libc::EAGAIN | libc::EBUSY) => {
+                        std::thread::sleep(std::time::Duration::from_micros(100))
+                    }
+                    _ => return Err(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))),
+                },
+            }
+        }
+    }
+
+    /// Records every result waiting in the completion queue (and in the kernel's overflow
+    /// list). Never blocks on I/O.
+    pub(crate) fn reap(&self) {
+        let _cq = self.cq.lock().unwrap();
+        loop {
+            // SAFETY: `self.cq` is held, so this is the only live handle on the completion queue.
+            let mut cq = unsafe { self.ring.completion_shared() };
+            if cq.is_empty() {
+                drop(cq);
+                if self.cq_overflowed() {
+                    // Flushes the kernel's overflow list into the now empty queue.
+                    let _ = self.ring.submitter().submit_and_wait(0);
+                    continue;
+                }
+                return;
+            }
+            for cqe in &mut cq {
+                dispatch(cqe.user_data(), cqe.result());
+            }
+        }
+    }
+
+    fn cq_overflowed(&self) -> bool {
+        let _sq = self.sq.lock().unwrap();
+        // SAFETY: `self.sq` is held; the handle only reads the queue's flags and is dropped
+        // before anyone else can push.
+        unsafe { self.ring.submission_shared() }.cq_overflow()
+    }
+
+    /// Waits up to one time slice for completions (running the kernel's pending task work for
+    /// this thread) and records them.
+    pub(crate) fn wait(&self, c: &Completion) {
+        self.reap();
+        if c.is_done() {
+            return;
+        }
+        let ts = types::Timespec::from(WAIT_SLICE);
+        let args = types::SubmitArgs::new().timespec(&ts);
+        // ETIME (the slice ended) and EINTR are expected; anything else shows up as no progress
+        // and the caller waits again.
+        let _ = self.ring.submitter().submit_with_args(1, &args);
+        self.reap();
+    }
+
+    /// Sends `IORING_OP_ASYNC_CANCEL` for the request and waits for the kernel's answer.
+    pub(crate) fn cancel(&self, c: &Arc<Completion>) -> AioCancelStat {
+        let state = Arc::new(CancelState {
+            res: AtomicI32::new(PENDING),
+        });
+        {
+            let _sq = self.sq.lock().unwrap();
+            // SAFETY: `self.sq` is held, so this is the only live handle on the submission queue.
+            let mut sq = unsafe { self.ring.submission_shared() };
+            if sq.is_full() {
+                sq.sync();
+                if self.enter_all().is_err() {
+                    return AioCancelStat::AioNotCanceled;
+                }
+                sq.sync();
+            }
+            let entry = opcode::AsyncCancel::new(Arc::as_ptr(c) as u64 | TAG_OP)
+                .build()
+                .user_data(Arc::into_raw(state.clone()) as u64 | TAG_CANCEL);
+            // SAFETY: an async-cancel SQE refers to no memory of ours (only a user_data value);
+            // the state it reports to is kept alive by the leaked `Arc` until its CQE.
+            if unsafe { sq.push(&entry) }.is_err() {
+                return AioCancelStat::AioNotCanceled;
+            }
+            sq.sync();
+            drop(sq);
+            if self.enter_all().is_err() {
+                return AioCancelStat::AioNotCanceled;
+            }
+        }
+        while state.res.load(Ordering::Acquire) == PENDING {
+            let ts = types::Timespec::from(WAIT_SLICE);
+            let args = types::SubmitArgs::new().timespec(&ts);
+            let _ = self.ring.submitter().submit_with_args(1, &args);
+            self.reap();
+        }
+        match -state.res.load(Ordering::Acquire) {
+            0 => AioCancelStat::AioCanceled,
+            libc::ENOENT => {
+                // Already finished: make sure its result is recorded before saying so.
+                self.reap();
+                AioCancelStat::AioAllDone
+            }
+            _ => AioCancelStat::AioNotCanceled,
+        }
+    }
+}
+
+/// Hands one CQE to whatever its `user_data` names, giving back the engine's reference.
+fn dispatch(user_data: u64, res: i32) {
+    let ptr = user_data & !TAG_MASK;
+    match user_data & TAG_MASK {
+        TAG_OP => {
+            // SAFETY: made by `Arc::into_raw` in `submit`; each SQE yields exactly one CQE.
+            let c = unsafe { Arc::from_raw(ptr as *const Completion) };
+            c.finish(i64::from(res));
+        }
+        TAG_SIGNAL => {
+            // SAFETY: made by `Arc::into_raw` in `signal_entry`; exactly one CQE per write.
+            let n = unsafe { Arc::from_raw(ptr as *const Notifier) };
+            if res < 0 {
+                // The kernel could not signal: do it from here so the event is not lost.
+                n.signal();
+            }
+        }
+        TAG_CANCEL => {
+            // SAFETY: made by `Arc::into_raw` in `cancel`; exactly one CQE per cancel.
+            let state = unsafe { Arc::from_raw(ptr as *const CancelState) };
+            state.res.store(res, Ordering::Release);
+        }
+        _ => unreachable!("user_data tags are 0, 1 or 2"),
+    }
+}
+
+/// The SQE for a request (without `user_data`).
+fn data_entry(r: &Request) -> squeue::Entry {
+    let fd = types::Fd(r.fd);
+    match r.kind {
+        OpKind::Read => opcode::Read::new(fd, r.addr, r.len.min(MAX_RW) as u32)
+            .offset(r.offset)
+            .build(),
+        OpKind::Write => opcode::Write::new(fd, r.addr, r.len.min(MAX_RW) as u32)
+            .offset(r.offset)
+            .build(),
+        OpKind::Readv => opcode::Readv::new(fd, r.addr.cast(), r.len as u32)
+            .offset(r.offset)
+            .build(),
+        OpKind::Writev => opcode::Writev::new(fd, r.addr.cast(), r.len as u32)
+            .offset(r.offset)
+            .build(),
+        OpKind::Fsync => opcode::Fsync::new(fd).build(),
+        OpKind::Fdatasync => opcode::Fsync::new(fd)
+            .flags(types::FsyncFlags::DATASYNC)
+            .build(),
+        OpKind::Nop => opcode::Nop::new().build(),
+    }
+}
+
+/// The linked write that signals a notifier; it holds a reference to the notifier until its CQE.
+fn signal_entry(n: &Arc<Notifier>) -> squeue::Entry {
+    opcode::Write::new(types::Fd(n.fd()), (&ONE as *const u64).cast(), 8)
+        .build()
+        .user_data(Arc::into_raw(n.clone()) as u64 | TAG_SIGNAL)
+}

@@ -1,0 +1,57 @@
+//! The platform backends, behind one small contract.
+//!
+//! Every platform module provides:
+//!
+//! * `AIO` and `LIO`: the [`mio::Interest`]s that single operations and batches register with.
+//! * `ReadOp<'a>`, `ReadvOp<'a>`, `WriteOp<'a>`, `WritevOp<'a>`, `FsyncOp<'a>`: one operation
+//!   each, built by `new` with the arguments of the matching `Source` constructor, and
+//!   implementing [`Operation`]. Dropping one while it is in flight cancels it and waits until
+//!   the kernel has released its buffers.
+//! * `LioCb<'a>`: a batch, built by `LioCb::new(Vec<LioEntry>)`, with `submit`, `resubmit`,
+//!   `into_results`, `in_progress`, `len` and the same registration methods as an operation;
+//!   its event arrives once, when every operation it submitted has completed.
+//!
+//! Everything else (how submission and completion work, worker threads, fds) is the platform's
+//! own business. `crate::source` and `crate::lio` hold the public, portable types.
+
+#[cfg(feature = "tokio")]
+use std::os::fd::BorrowedFd;
+use std::{io, pin::Pin};
+
+use mio::{Registry, Token};
+use nix::sys::aio::AioCancelStat;
+
+/// What every platform's single-operation type implements; `crate::Source` forwards to it.
+///
+/// The methods have the meaning documented on [`crate::SourceApi`]. `register` and friends get
+/// the interest already checked.
+pub trait Operation {
+    /// The result type of `aio_return`.
+    type Output;
+    fn submit(self: Pin<&mut Self>) -> nix::Result<()>;
+    fn aio_return(self: Pin<&mut Self>) -> nix::Result<Self::Output>;
+    fn error(self: Pin<&mut Self>) -> nix::Result<()>;
+    fn cancel(self: Pin<&mut Self>) -> nix::Result<AioCancelStat>;
+    fn in_progress(&self) -> bool;
+    fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()>;
+    fn reregister(&mut self, registry: &Registry, token: Token) -> io::Result<()>;
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()>;
+    #[cfg(feature = "tokio")]
+    fn register_raw(&mut self, kq: BorrowedFd, udata: usize);
+    #[cfg(feature = "tokio")]
+    fn deregister_raw(&mut self);
+}
+
+#[cfg(target_os = "freebsd")]
+mod freebsd;
+#[cfg(target_os = "freebsd")]
+pub use freebsd::*;
+
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+pub use linux::*;
+
+#[cfg(not(any(target_os = "freebsd", target_os = "linux")))]
+compile_error!("mio-aio supports FreeBSD and Linux");
+

@@ -1,0 +1,183 @@
+//! The behaviours of single operations, as upstream mio-aio pins them: each registered
+//! operation produces exactly one event carrying its own token, then `aio_return` gives the
+//! result.
+
+use std::{
+    io::{IoSlice, IoSliceMut, Read, Seek, SeekFrom, Write},
+    os::fd::AsFd,
+    time::Duration,
+};
+
+use mio::{Events, Poll, Token};
+use mio_aio::{AioCancelStat, AioFsyncMode, Errno, Fsync, ReadAt, ReadvAt, SourceApi, WriteAt, WritevAt};
+
+const UDATA: Token = Token(0xdead_beef);
+
+/// Waits for the one event of `token`, then checks that no other event follows.
+fn expect_one_event(poll: &mut Poll, token: Token) {
+    let mut events = Events::with_capacity(16);
+    let mut seen = Vec::new();
+    while seen.is_empty() {
+        match poll.poll(&mut events, Some(Duration::from_secs(10))) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => r.unwrap(),
+        }
+        assert!(!events.is_empty(), "no event within 10 s");
+        seen.extend(events.iter().map(|e| e.token()));
+    }
+    loop {
+        match poll.poll(&mut events, Some(Duration::from_millis(50))) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => r.unwrap(),
+        }
+        seen.extend(events.iter().map(|e| e.token()));
+        break;
+    }
+    assert_eq!(seen, vec![token], "expected exactly one event with the operation's token");
+}
+
+fn file_with(content: &[u8]) -> std::fs::File {
+    let mut f = tempfile::tempfile().unwrap();
+    f.write_all(content).unwrap();
+    f
+}
+
+#[test]
+fn read_at() {
+    let f = file_with(b"abcdef123456");
+    let mut poll = Poll::new().unwrap();
+    let mut rbuf = vec![0u8; 4];
+    {
+        let mut op = ReadAt::read_at(f.as_fd(), 2, &mut rbuf, 0);
+        poll.registry().register(&mut op, UDATA, mio_aio::AIO).unwrap();
+        let mut op = Box::pin(op);
+        op.as_mut().submit().unwrap();
+        assert!(op.in_progress());
+        expect_one_event(&mut poll, UDATA);
+        assert_eq!(op.as_mut().aio_return().unwrap(), 4);
+        assert!(!op.in_progress());
+    }
+    assert_eq!(&rbuf, b"cdef");
+}
+
+#[test]
+fn readv_at() {
+    let f = file_with(b"abcdef123456");
+    let mut poll = Poll::new().unwrap();
+    let (mut a, mut b) = (vec![0u8; 4], vec![0u8; 2]);
+    {
+        let mut bufs = [IoSliceMut::new(&mut a), IoSliceMut::new(&mut b)];
+        let mut op = ReadvAt::readv_at(f.as_fd(), 2, &mut bufs, 0);
+        poll.registry().register(&mut op, UDATA, mio_aio::AIO).unwrap();
+        let mut op = Box::pin(op);
+        op.as_mut().submit().unwrap();
+        expect_one_event(&mut poll, UDATA);
+        assert_eq!(op.as_mut().aio_return().unwrap(), 6);
+    }
+    assert_eq!(&a, b"cdef");
+    assert_eq!(&b, b"12");
+}
+
+#[test]
+fn write_at() {
+    let mut f = tempfile::tempfile().unwrap();
+    let mut poll = Poll::new().unwrap();
+    let wbuf = b"abcdef";
+    let mut op = WriteAt::write_at(f.as_fd(), 0, wbuf, 0);
+    poll.registry().register(&mut op, UDATA, mio_aio::AIO).unwrap();
+    let mut op = Box::pin(op);
+    op.as_mut().submit().unwrap();
+    expect_one_event(&mut poll, UDATA);
+    assert_eq!(op.as_mut().aio_return().unwrap(), 6);
+    drop(op);
+    let mut content = Vec::new();
+    f.seek(SeekFrom::Start(0)).unwrap();
+    f.read_to_end(&mut content).unwrap();
+    assert_eq!(content, wbuf);
+}
+
+#[test]
+fn writev_at() {
+    let mut f = tempfile::tempfile().unwrap();
+    let mut poll = Poll::new().unwrap();
+    let bufs = [IoSlice::new(b"abcde"), IoSlice::new(b"fghi")];
+    let mut op = WritevAt::writev_at(f.as_fd(), 0, &bufs, 0);
+    poll.registry().register(&mut op, UDATA, mio_aio::AIO).unwrap();
+    let mut op = Box::pin(op);
+    op.as_mut().submit().unwrap();
+    expect_one_event(&mut poll, UDATA);
+    assert_eq!(op.as_mut().aio_return().unwrap(), 9);
+    drop(op);
+    let mut content = String::new();
+    f.seek(SeekFrom::Start(0)).unwrap();
+    f.read_to_string(&mut content).unwrap();
+    assert_eq!(content, "abcdefghi");
+}
+
+#[test]
+fn fsync() {
+    for mode in [AioFsyncMode::O_SYNC, AioFsyncMode::O_DSYNC] {
+        let f = file_with(b"abcdef");
+        let mut poll = Poll::new().unwrap();
+        let mut op = Fsync::fsync(f.as_fd(), mode, 0);
+        poll.registry().register(&mut op, UDATA, mio_aio::AIO).unwrap();
+        let mut op = Box::pin(op);
+        op.as_mut().submit().unwrap();
+        expect_one_event(&mut poll, UDATA);
+        op.as_mut().aio_return().unwrap();
+    }
+}
+
+#[test]
+fn cancel_after_submit_still_delivers_the_event() {
+    let f = tempfile::tempfile().unwrap();
+    let mut poll = Poll::new().unwrap();
+    let wbuf = vec![0x5au8; 1 << 20];
+    let mut op = WriteAt::write_at(f.as_fd(), 0, &wbuf, 0);
+    poll.registry().register(&mut op, UDATA, mio_aio::AIO).unwrap();
+    let mut op = Box::pin(op);
+    op.as_mut().submit().unwrap();
+    let stat = op.as_mut().cancel().unwrap();
+    expect_one_event(&mut poll, UDATA);
+    let res = op.as_mut().aio_return();
+    match stat {
+        AioCancelStat::AioCanceled => assert_eq!(res, Err(Errno::ECANCELED)),
+        AioCancelStat::AioNotCanceled | AioCancelStat::AioAllDone => {
+            assert_eq!(res, Ok(wbuf.len()))
+        }
+    }
+}
+
+#[test]
+fn tokens_are_per_operation() {
+    let f = file_with(&[7u8; 4096 * 8]);
+    let mut poll = Poll::new().unwrap();
+    let mut bufs: Vec<Vec<u8>> = (0..8).map(|_| vec![0u8; 4096]).collect();
+    let mut ops: Vec<_> = bufs
+        .iter_mut()
+        .enumerate()
+        .map(|(i, b)| {
+            let mut op = ReadAt::read_at(f.as_fd(), 4096 * i as u64, b, 0);
+            poll.registry().register(&mut op, Token(100 + i), mio_aio::AIO).unwrap();
+            let mut op = Box::pin(op);
+            op.as_mut().submit().unwrap();
+            op
+        })
+        .collect();
+    let mut events = Events::with_capacity(64);
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 8 {
+        match poll.poll(&mut events, Some(Duration::from_secs(10))) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => r.unwrap(),
+        }
+        assert!(!events.is_empty(), "timed out");
+        for ev in events.iter() {
+            let i = ev.token().0 - 100;
+            assert!(seen.insert(i), "token {i} reported twice");
+            assert_eq!(ops[i].as_mut().aio_return().unwrap(), 4096);
+        }
+    }
+    drop(ops);
+    assert!(bufs.iter().all(|b| b.iter().all(|&x| x == 7)));
+}
