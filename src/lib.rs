@@ -55,6 +55,12 @@
 //!   it and then waits until the kernel has finished with the buffer. That wait may be as long
 //!   as the operation itself.
 //!
+//! # Pipes and sockets
+//! Pipes, FIFOs and sockets have no file position: give operations on them offset 0, and they
+//! read or write the stream in order, as FreeBSD's AIO and Linux's io_uring do natively (the
+//! other Linux backends do the same). With another offset the result depends on the system:
+//! some refuse it with `ESPIPE`, others ignore the offset.
+//!
 //! # Interrupted waits (Linux, io_uring)
 //! With io_uring, the kernel may finish an operation by running a small piece of work on the
 //! thread that submitted it. If that thread is blocked in `Poll::poll`, the wait returns

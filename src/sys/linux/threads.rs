@@ -157,9 +157,34 @@ pub(crate) fn perform(r: &Request) -> i64 {
         if res >= 0 {
             return res;
         }
-        let errno = Errno::last_raw();
-        if errno != libc::EINTR {
-            return -i64::from(errno);
+        match Errno::last_raw() {
+            libc::EINTR => continue,
+            // Like io_uring and FreeBSD's AIO, treat a pipe or socket as a stream.
+            libc::ESPIPE => return perform_stream(r),
+            errno => return -i64::from(errno),
+        }
+    }
+}
+
+/// Runs a read or write on a non-seekable file (pipe, socket), ignoring the offset.
+fn perform_stream(r: &Request) -> i64 {
+    loop {
+        // SAFETY: as in `perform`.
+        let res = unsafe {
+            match r.kind {
+                OpKind::Read => libc::read(r.fd, r.addr.cast(), r.len) as i64,
+                OpKind::Write => libc::write(r.fd, r.addr.cast(), r.len) as i64,
+                OpKind::Readv => libc::readv(r.fd, r.addr.cast(), r.len as i32) as i64,
+                OpKind::Writev => libc::writev(r.fd, r.addr.cast(), r.len as i32) as i64,
+                _ => return -i64::from(libc::ESPIPE),
+            }
+        };
+        if res >= 0 {
+            return res;
+        }
+        match Errno::last_raw() {
+            libc::EINTR => continue,
+            errno => return -i64::from(errno),
         }
     }
 }
