@@ -19,7 +19,7 @@
 use std::{
     io,
     sync::{
-        atomic::{AtomicI32, Ordering},
+        atomic::{AtomicBool, AtomicI32, Ordering},
         Arc, Mutex,
     },
 };
@@ -62,7 +62,16 @@ pub(crate) struct Uring {
     sq: Mutex<()>,
     /// Serialises reaping of the completion queue.
     cq: Mutex<()>,
+    /// Set `IOSQE_ASYNC` on every request: see `BLOCKED_SUBMIT`.
+    force_async: AtomicBool,
 }
+
+/// A submission that takes this long ran a request inline instead of queueing it: some files
+/// (a FUSE file served with direct I/O but without `FUSE_ASYNC_DIO`, for example) do that.
+/// After one such submission, every later request is queued to io_uring's workers with
+/// `IOSQE_ASYNC`, so the caller's thread cannot be blocked again. `MIO_AIO_URING_ASYNC=1` does it
+/// from the start.
+const BLOCKED_SUBMIT: std::time::Duration = std::time::Duration::from_millis(10);
 
 impl std::fmt::Debug for Uring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -111,6 +120,9 @@ impl Uring {
             ring,
             sq: Mutex::new(()),
             cq: Mutex::new(()),
+            force_async: AtomicBool::new(
+                std::env::var("MIO_AIO_URING_ASYNC").is_ok_and(|v| v == "1"),
+            ),
         })
     }
 
@@ -134,7 +146,10 @@ impl Uring {
                 }
                 sq.sync();
             }
-            let data = data.user_data(Arc::into_raw(c.clone()) as u64 | TAG_OP);
+            let mut data = data.user_data(Arc::into_raw(c.clone()) as u64 | TAG_OP);
+            if self.force_async.load(Ordering::Relaxed) {
+                data = data.flags(squeue::Flags::ASYNC);
+            }
             // SAFETY: the request's buffers stay valid until its CQE is reaped (the driver's
             // contract); the engine's `Arc` keeps the completion alive until then.
             unsafe {
@@ -159,7 +174,12 @@ impl Uring {
     /// Enters the kernel until it has consumed every pushed SQE.
     fn enter_all(&self) -> Result<(), Errno> {
         loop {
-            match self.ring.submitter().submit() {
+            let start = std::time::Instant::now();
+            let res = self.ring.submitter().submit();
+            if start.elapsed() >= BLOCKED_SUBMIT {
+                self.force_async.store(true, Ordering::Relaxed);
+            }
+            match res {
                 Ok(_) => return Ok(()),
                 Err(e) => match e.raw_os_error() {
                     // Transient: the SQEs stay queued and are consumed by the retry.
