@@ -86,6 +86,10 @@ pub use source::{Fsync, ReadAt, ReadvAt, Source, SourceApi, WriteAt, WritevAt};
 #[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
 pub use sys::linux_api::{backend, set_backend, Backend};
 
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// The [`mio::Interest`] to register a single operation ([`Source`]) with.
 ///
 /// On FreeBSD this is `Interest::AIO`; on Linux, where an operation's completion is signalled
