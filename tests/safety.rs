@@ -1,0 +1,212 @@
+//! Memory safety and threads: dropping operations in flight, reaping on another thread, many
+//! operations at once, and `fork`.
+
+mod support;
+
+use std::{
+    io::Write,
+    os::fd::AsFd,
+    pin::Pin,
+    time::{Duration, Instant},
+};
+
+use mio::{Events, Poll, Token};
+use mio_aio::{LioCbBuilder, LioOpcode, ReadAt, SourceApi, WriteAt};
+
+fn wait_for(poll: &mut Poll, events: &mut Events, token: Token) {
+    let start = Instant::now();
+    loop {
+        assert!(start.elapsed() < Duration::from_secs(20), "no event for {token:?}");
+        match poll.poll(events, Some(Duration::from_secs(1))) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => r.unwrap(),
+        }
+        if events.iter().any(|e| e.token() == token) {
+            return;
+        }
+    }
+}
+
+#[test]
+fn public_types_are_send_and_sync() {
+    use assert_impl::assert_impl;
+    assert_impl!(Send: mio_aio::ReadAt<'static>, mio_aio::ReadvAt<'static>, mio_aio::WriteAt<'static>);
+    assert_impl!(Sync: mio_aio::ReadAt<'static>, mio_aio::ReadvAt<'static>, mio_aio::WriteAt<'static>);
+    assert_impl!(Send: mio_aio::WritevAt<'static>, mio_aio::Fsync<'static>, mio_aio::LioCb<'static>);
+    assert_impl!(Sync: mio_aio::WritevAt<'static>, mio_aio::Fsync<'static>, mio_aio::LioCb<'static>);
+    assert_impl!(Send: mio_aio::LioCbBuilder<'static>, mio_aio::LioResult, mio_aio::LioError);
+    assert_impl!(Sync: mio_aio::LioCbBuilder<'static>, mio_aio::LioResult, mio_aio::LioError);
+}
+
+/// A read that takes 200 ms is dropped just after submission: the drop cancels it and waits,
+/// so the buffer is never written after it is released.
+#[cfg(target_os = "linux")]
+#[test]
+fn drop_in_flight_waits_for_the_kernel() {
+    use support::fuse::{SlowFs, SlowFsOptions};
+    let Some(fs) = SlowFs::mount_or_skip(SlowFsOptions::default()) else {
+        return;
+    };
+    let file = std::fs::File::open(fs.path()).unwrap();
+    let mut poll = Poll::new().unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut op = ReadAt::read_at(file.as_fd(), 8192, &mut buf, 0);
+    poll.registry().register(&mut op, Token(1), mio_aio::AIO).unwrap();
+    let mut op = Box::pin(op);
+    op.as_mut().submit().unwrap();
+    let t = Instant::now();
+    drop(op);
+    let took = t.elapsed();
+    // The buffer is ours again: the kernel either cancelled the read or finished it.
+    buf.fill(0xee);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(buf.iter().all(|&b| b == 0xee), "the buffer was written after the drop");
+    println!("drop took {took:?} (cancelled, or waited for the 200 ms read)");
+    // The filesystem is still usable and a new operation completes with its event.
+    let mut buf2 = vec![0u8; 16];
+    let mut op = ReadAt::read_at(file.as_fd(), 0, &mut buf2, 0);
+    poll.registry().register(&mut op, Token(2), mio_aio::AIO).unwrap();
+    let mut op = Box::pin(op);
+    op.as_mut().submit().unwrap();
+    wait_for(&mut poll, &mut Events::with_capacity(8), Token(2));
+    assert_eq!(op.as_mut().aio_return(), Ok(16));
+    drop(op);
+    assert_eq!(buf2, support::fuse::expected(0, 16));
+}
+
+/// Dropping a batch in flight behaves the same way.
+#[cfg(target_os = "linux")]
+#[test]
+fn drop_batch_in_flight_waits_for_the_kernel() {
+    use support::fuse::{SlowFs, SlowFsOptions};
+    let Some(fs) = SlowFs::mount_or_skip(SlowFsOptions::default()) else {
+        return;
+    };
+    let file = std::fs::File::open(fs.path()).unwrap();
+    let mut bufs = vec![[0u8; 512]; 4];
+    {
+        let mut builder = LioCbBuilder::with_capacity(4);
+        for (i, b) in bufs.iter_mut().enumerate() {
+            builder = builder.emplace_mut_slice(file.as_fd(), (i * 65536) as u64, b, 0, LioOpcode::LIO_READ);
+        }
+        let mut batch = builder.finish();
+        batch.submit().unwrap();
+        drop(batch);
+    }
+    for b in &mut bufs {
+        b.fill(0xee);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(bufs.iter().flatten().all(|&b| b == 0xee), "a buffer was written after the drop");
+}
+
+/// Submitted on one thread, polled and reaped on another (as tokio's multi-thread runtime
+/// does).
+#[test]
+fn submit_on_one_thread_reap_on_another() {
+    let mut f = tempfile::tempfile().unwrap();
+    f.write_all(&[9u8; 65536]).unwrap();
+    let mut poll = Poll::new().unwrap();
+    let buf: &'static mut [u8] = Box::leak(vec![0u8; 65536].into_boxed_slice());
+    let file: &'static std::fs::File = Box::leak(Box::new(f));
+    let mut op = ReadAt::read_at(file.as_fd(), 0, buf, 0);
+    poll.registry().register(&mut op, Token(5), mio_aio::AIO).unwrap();
+    let mut op = Box::pin(op);
+    op.as_mut().submit().unwrap();
+    let reaped = std::thread::spawn(move || {
+        wait_for(&mut poll, &mut Events::with_capacity(8), Token(5));
+        op.as_mut().aio_return()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(reaped, Ok(65536));
+}
+
+/// Ten thousand operations in flight at once from one thread, each with its own token.
+#[test]
+fn ten_thousand_operations_in_flight() {
+    const N: usize = 10_000;
+    let limit = support::raise_nofile_limit().unwrap();
+    if limit < N as u64 + 200 {
+        return support::skip(&format!("RLIMIT_NOFILE hard limit {limit} is below {N} + 200"));
+    }
+    let data: Vec<u8> = (0..N * 8).map(|i| (i / 8) as u8).collect();
+    let mut f = tempfile::tempfile().unwrap();
+    f.write_all(&data).unwrap();
+    let mut poll = Poll::new().unwrap();
+    let mut bufs = vec![[0u8; 8]; N];
+    let mut ops: Vec<Option<Pin<Box<ReadAt>>>> = bufs
+        .iter_mut()
+        .enumerate()
+        .map(|(i, b)| {
+            let mut op = ReadAt::read_at(f.as_fd(), (i * 8) as u64, b, 0);
+            poll.registry().register(&mut op, Token(i), mio_aio::AIO).unwrap();
+            let mut op = Box::pin(op);
+            op.as_mut().submit().unwrap();
+            Some(op)
+        })
+        .collect();
+    let mut events = Events::with_capacity(1024);
+    let mut done = 0;
+    let start = Instant::now();
+    while done < N {
+        assert!(start.elapsed() < Duration::from_secs(60), "only {done} of {N} events");
+        match poll.poll(&mut events, Some(Duration::from_secs(5))) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => r.unwrap(),
+        }
+        for ev in events.iter() {
+            let op = ops[ev.token().0].as_mut().expect("one event per operation");
+            assert_eq!(op.as_mut().aio_return(), Ok(8));
+            ops[ev.token().0] = None;
+            done += 1;
+        }
+    }
+    drop(ops);
+    assert!(bufs.iter().flatten().eq(data.iter()));
+}
+
+/// After `fork`, the child can drop the operations it inherited and run its own, without
+/// disturbing the parent's operation in flight.
+#[cfg(target_os = "linux")]
+#[test]
+fn fork_child_does_not_disturb_the_parent() {
+    let mut f = tempfile::tempfile().unwrap();
+    f.write_all(&[1u8; 1 << 20]).unwrap();
+    let mut poll = Poll::new().unwrap();
+    let mut events = Events::with_capacity(8);
+    let wbuf = vec![2u8; 1 << 20];
+    let mut op = WriteAt::write_at(f.as_fd(), 0, &wbuf, 0);
+    poll.registry().register(&mut op, Token(1), mio_aio::AIO).unwrap();
+    let mut op = Box::pin(op);
+    op.as_mut().submit().unwrap();
+
+    // SAFETY: the child only runs this crate's code and then `_exit`s; it never returns into the
+    // test harness.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // The inherited operation belongs to the parent's queue: dropping it must not wait
+            // for, cancel or deregister it.
+            drop(op);
+            // The child gets queues of its own.
+            let mut rbuf = [0u8; 4];
+            let mut child_op = Box::pin(ReadAt::read_at(f.as_fd(), 0, &mut rbuf, 0));
+            child_op.as_mut().submit().unwrap();
+            while child_op.as_mut().error() == Err(mio_aio::Errno::EINPROGRESS) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert_eq!(child_op.as_mut().aio_return(), Ok(4));
+        }))
+        .map_or(1, |_| 0);
+        // SAFETY: ends the child without running the parent's atexit handlers or the harness.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child made above.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child failed: {status}");
+    wait_for(&mut poll, &mut events, Token(1));
+    assert_eq!(op.as_mut().aio_return(), Ok(1 << 20));
+}
