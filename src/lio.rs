@@ -68,8 +68,14 @@ impl fmt::Display for LioError {
             LioError::EAGAIN => f.write_str("no operation of the batch was started (EAGAIN)"),
             LioError::EINCOMPLETE => f.write_str("only part of the batch was started"),
             LioError::EIO(v) => {
-                let failed = v.iter().filter(|r| matches!(r, Err(e) if *e != Errno::EINPROGRESS));
-                write!(f, "{} operations of the batch could not be started", failed.count())
+                let failed = v
+                    .iter()
+                    .filter(|r| matches!(r, Err(e) if *e != Errno::EINPROGRESS));
+                write!(
+                    f,
+                    "{} operations of the batch could not be started",
+                    failed.count()
+                )
             }
         }
     }
@@ -90,6 +96,8 @@ pub(crate) struct LioEntry<'a> {
     pub fd: BorrowedFd<'a>,
     pub offset: u64,
     pub buf: LioBuf<'a>,
+    /// Linux has no per-request priority for these operations.
+    #[cfg_attr(target_os = "linux", allow(dead_code))]
     pub prio: i32,
     pub opcode: LioOpcode,
 }
@@ -100,9 +108,9 @@ impl LioEntry<'_> {
     pub(crate) fn invalid(&self) -> Option<Errno> {
         if self.fd.as_raw_fd() < 0 && self.opcode != LioOpcode::LIO_NOP {
             Some(Errno::EBADF)
-        } else if self.opcode == LioOpcode::LIO_READ && matches!(self.buf, LioBuf::Shared(_)) {
-            Some(Errno::EINVAL)
-        } else if i64::try_from(self.offset).is_err() {
+        } else if (self.opcode == LioOpcode::LIO_READ && matches!(self.buf, LioBuf::Shared(_)))
+            || i64::try_from(self.offset).is_err()
+        {
             Some(Errno::EINVAL)
         } else {
             None
@@ -204,7 +212,10 @@ pub struct LioCb<'a> {
 impl<'a> LioCb<'a> {
     /// Starts every operation of the batch with one system call.
     ///
-    /// See [`LioError`] for partial success.
+    /// See [`LioError`] for partial success. After `Ok` or [`LioError::EIO`] the batch's event
+    /// arrives once every started operation has completed (at once if none had anything to do);
+    /// after [`LioError::EAGAIN`] no event arrives. Submitting a batch a second time fails with
+    /// [`LioError::EIO`], every status `EBUSY`, and starts nothing.
     pub fn submit(&mut self) -> Result<(), LioError> {
         self.inner.submit()
     }
@@ -257,7 +268,12 @@ impl<'a> LioCb<'a> {
 }
 
 impl event::Source for LioCb<'_> {
-    fn register(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
         check_interest(interests, crate::LIO)?;
         self.inner.register(registry, token)
     }

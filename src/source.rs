@@ -166,7 +166,12 @@ pub(crate) fn check_interest(interests: Interest, expected: Interest) -> io::Res
 }
 
 impl<T: sys::Operation> event::Source for Source<T> {
-    fn register(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
         check_interest(interests, crate::AIO)?;
         self.inner.register(registry, token)
     }
@@ -233,6 +238,9 @@ impl<'a> Source<sys::ReadvOp<'a>> {
     ///
     /// On FreeBSD this requires FreeBSD 13.0 or later.
     ///
+    /// The buffers must not be touched through `bufs` (which is only borrowed for this call, as
+    /// in mio-aio 2.0) while the operation is in flight: the kernel writes into them.
+    ///
     /// ```
     /// use std::{io::{IoSliceMut, Write}, os::fd::AsFd};
     /// use mio_aio::{Errno, ReadvAt, SourceApi};
@@ -247,12 +255,7 @@ impl<'a> Source<sys::ReadvOp<'a>> {
     /// drop(op);
     /// assert_eq!((&a, &b), (b"cdef", b"12"));
     /// ```
-    pub fn readv_at(
-        fd: BorrowedFd<'a>,
-        offs: u64,
-        bufs: &mut [IoSliceMut<'a>],
-        prio: i32,
-    ) -> Self {
+    pub fn readv_at(fd: BorrowedFd<'a>, offs: u64, bufs: &mut [IoSliceMut<'a>], prio: i32) -> Self {
         Source::new(sys::ReadvOp::new(fd, offs, bufs, prio))
     }
 }

@@ -18,7 +18,9 @@ fn read_with_event() {
     let mut events = Events::with_capacity(4);
     let mut buf = [0u8; 4];
     let mut op = ReadAt::read_at(f.as_fd(), 2, &mut buf, 0);
-    poll.registry().register(&mut op, Token(3), mio_aio::AIO).unwrap();
+    poll.registry()
+        .register(&mut op, Token(3), mio_aio::AIO)
+        .unwrap();
     let mut op = Box::pin(op);
     op.as_mut().submit().unwrap();
     loop {

@@ -67,7 +67,9 @@ fn run_loop(options: support::fuse::SlowFsOptions) {
     let mut events = Events::with_capacity(128);
     let mut listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();
-    poll.registry().register(&mut listener, LISTENER, Interest::READABLE).unwrap();
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)
+        .unwrap();
 
     // The client pings every 5 ms and records each round trip.
     let client = std::thread::spawn(move || {
@@ -94,7 +96,9 @@ fn run_loop(options: support::fuse::SlowFsOptions) {
         .map(|(i, buf)| {
             // Distinct offsets, so no read can be served from a cache.
             let mut op = ReadAt::read_at(file.as_fd(), (i * 65536) as u64, buf, 0);
-            poll.registry().register(&mut op, Token(i), mio_aio::AIO).unwrap();
+            poll.registry()
+                .register(&mut op, Token(i), mio_aio::AIO)
+                .unwrap();
             let mut op = Box::pin(op);
             let t = Instant::now();
             op.as_mut().submit().unwrap();
@@ -111,7 +115,10 @@ fn run_loop(options: support::fuse::SlowFsOptions) {
     let mut ticks = 0;
     let mut interrupts = 0;
     while done < READS || !client.is_finished() {
-        assert!(started.elapsed() < Duration::from_secs(30), "loop did not finish");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "loop did not finish"
+        );
         let timeout = next_tick.saturating_duration_since(Instant::now());
         match poll.poll(&mut events, Some(timeout)) {
             Err(e) if e.kind() == ErrorKind::Interrupted => interrupts += 1,
@@ -130,7 +137,9 @@ fn run_loop(options: support::fuse::SlowFsOptions) {
             match ev.token() {
                 LISTENER => {
                     let (mut s, _) = listener.accept().unwrap();
-                    poll.registry().register(&mut s, CONN, Interest::READABLE).unwrap();
+                    poll.registry()
+                        .register(&mut s, CONN, Interest::READABLE)
+                        .unwrap();
                     conn = Some(s);
                 }
                 CONN => {
@@ -164,7 +173,10 @@ fn run_loop(options: support::fuse::SlowFsOptions) {
         "worst submit {worst_submit:?}, worst timer lateness {worst_tick:?} over {ticks} ticks, \
          worst echo {worst_echo:?}, 32 reads took {reads_took:?}, {interrupts} interrupted polls"
     );
-    assert!(fs.stats().reads >= READS as u64, "the reads reached the slow filesystem");
+    assert!(
+        fs.stats().reads >= READS as u64,
+        "the reads reached the slow filesystem"
+    );
     assert!(worst_submit < BOUND, "submit blocked for {worst_submit:?}");
     assert!(worst_tick < BOUND, "timer was {worst_tick:?} late");
     assert!(worst_echo < BOUND, "echo took {worst_echo:?}");

@@ -9,7 +9,9 @@ use std::{
 };
 
 use mio::{Events, Poll, Token};
-use mio_aio::{AioCancelStat, AioFsyncMode, Errno, Fsync, ReadAt, ReadvAt, SourceApi, WriteAt, WritevAt};
+use mio_aio::{
+    AioCancelStat, AioFsyncMode, Errno, Fsync, ReadAt, ReadvAt, SourceApi, WriteAt, WritevAt,
+};
 
 const UDATA: Token = Token(0xdead_beef);
 
@@ -33,7 +35,11 @@ fn expect_one_event(poll: &mut Poll, token: Token) {
         seen.extend(events.iter().map(|e| e.token()));
         break;
     }
-    assert_eq!(seen, vec![token], "expected exactly one event with the operation's token");
+    assert_eq!(
+        seen,
+        vec![token],
+        "expected exactly one event with the operation's token"
+    );
 }
 
 fn file_with(content: &[u8]) -> std::fs::File {
@@ -49,7 +55,9 @@ fn read_at() {
     let mut rbuf = vec![0u8; 4];
     {
         let mut op = ReadAt::read_at(f.as_fd(), 2, &mut rbuf, 0);
-        poll.registry().register(&mut op, UDATA, mio_aio::AIO).unwrap();
+        poll.registry()
+            .register(&mut op, UDATA, mio_aio::AIO)
+            .unwrap();
         let mut op = Box::pin(op);
         op.as_mut().submit().unwrap();
         assert!(op.in_progress());
@@ -68,7 +76,9 @@ fn readv_at() {
     {
         let mut bufs = [IoSliceMut::new(&mut a), IoSliceMut::new(&mut b)];
         let mut op = ReadvAt::readv_at(f.as_fd(), 2, &mut bufs, 0);
-        poll.registry().register(&mut op, UDATA, mio_aio::AIO).unwrap();
+        poll.registry()
+            .register(&mut op, UDATA, mio_aio::AIO)
+            .unwrap();
         let mut op = Box::pin(op);
         op.as_mut().submit().unwrap();
         expect_one_event(&mut poll, UDATA);
@@ -84,7 +94,9 @@ fn write_at() {
     let mut poll = Poll::new().unwrap();
     let wbuf = b"abcdef";
     let mut op = WriteAt::write_at(f.as_fd(), 0, wbuf, 0);
-    poll.registry().register(&mut op, UDATA, mio_aio::AIO).unwrap();
+    poll.registry()
+        .register(&mut op, UDATA, mio_aio::AIO)
+        .unwrap();
     let mut op = Box::pin(op);
     op.as_mut().submit().unwrap();
     expect_one_event(&mut poll, UDATA);
@@ -102,7 +114,9 @@ fn writev_at() {
     let mut poll = Poll::new().unwrap();
     let bufs = [IoSlice::new(b"abcde"), IoSlice::new(b"fghi")];
     let mut op = WritevAt::writev_at(f.as_fd(), 0, &bufs, 0);
-    poll.registry().register(&mut op, UDATA, mio_aio::AIO).unwrap();
+    poll.registry()
+        .register(&mut op, UDATA, mio_aio::AIO)
+        .unwrap();
     let mut op = Box::pin(op);
     op.as_mut().submit().unwrap();
     expect_one_event(&mut poll, UDATA);
@@ -120,7 +134,9 @@ fn fsync() {
         let f = file_with(b"abcdef");
         let mut poll = Poll::new().unwrap();
         let mut op = Fsync::fsync(f.as_fd(), mode, 0);
-        poll.registry().register(&mut op, UDATA, mio_aio::AIO).unwrap();
+        poll.registry()
+            .register(&mut op, UDATA, mio_aio::AIO)
+            .unwrap();
         let mut op = Box::pin(op);
         op.as_mut().submit().unwrap();
         expect_one_event(&mut poll, UDATA);
@@ -134,7 +150,9 @@ fn cancel_after_submit_still_delivers_the_event() {
     let mut poll = Poll::new().unwrap();
     let wbuf = vec![0x5au8; 1 << 20];
     let mut op = WriteAt::write_at(f.as_fd(), 0, &wbuf, 0);
-    poll.registry().register(&mut op, UDATA, mio_aio::AIO).unwrap();
+    poll.registry()
+        .register(&mut op, UDATA, mio_aio::AIO)
+        .unwrap();
     let mut op = Box::pin(op);
     op.as_mut().submit().unwrap();
     let stat = op.as_mut().cancel().unwrap();
@@ -158,7 +176,9 @@ fn tokens_are_per_operation() {
         .enumerate()
         .map(|(i, b)| {
             let mut op = ReadAt::read_at(f.as_fd(), 4096 * i as u64, b, 0);
-            poll.registry().register(&mut op, Token(100 + i), mio_aio::AIO).unwrap();
+            poll.registry()
+                .register(&mut op, Token(100 + i), mio_aio::AIO)
+                .unwrap();
             let mut op = Box::pin(op);
             op.as_mut().submit().unwrap();
             op

@@ -11,12 +11,17 @@ use std::{
 };
 
 use mio::{Events, Poll, Token};
-use mio_aio::{LioCbBuilder, LioOpcode, ReadAt, SourceApi, WriteAt};
+#[cfg(target_os = "linux")]
+use mio_aio::{LioCbBuilder, LioOpcode, WriteAt};
+use mio_aio::{ReadAt, SourceApi};
 
 fn wait_for(poll: &mut Poll, events: &mut Events, token: Token) {
     let start = Instant::now();
     loop {
-        assert!(start.elapsed() < Duration::from_secs(20), "no event for {token:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no event for {token:?}"
+        );
         match poll.poll(events, Some(Duration::from_secs(1))) {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             r => r.unwrap(),
@@ -51,7 +56,9 @@ fn drop_in_flight_waits_for_the_kernel() {
     let mut poll = Poll::new().unwrap();
     let mut buf = vec![0u8; 4096];
     let mut op = ReadAt::read_at(file.as_fd(), 8192, &mut buf, 0);
-    poll.registry().register(&mut op, Token(1), mio_aio::AIO).unwrap();
+    poll.registry()
+        .register(&mut op, Token(1), mio_aio::AIO)
+        .unwrap();
     let mut op = Box::pin(op);
     op.as_mut().submit().unwrap();
     let t = Instant::now();
@@ -60,12 +67,17 @@ fn drop_in_flight_waits_for_the_kernel() {
     // The buffer is ours again: the kernel either cancelled the read or finished it.
     buf.fill(0xee);
     std::thread::sleep(Duration::from_millis(300));
-    assert!(buf.iter().all(|&b| b == 0xee), "the buffer was written after the drop");
+    assert!(
+        buf.iter().all(|&b| b == 0xee),
+        "the buffer was written after the drop"
+    );
     println!("drop took {took:?} (cancelled, or waited for the 200 ms read)");
     // The filesystem is still usable and a new operation completes with its event.
     let mut buf2 = vec![0u8; 16];
     let mut op = ReadAt::read_at(file.as_fd(), 0, &mut buf2, 0);
-    poll.registry().register(&mut op, Token(2), mio_aio::AIO).unwrap();
+    poll.registry()
+        .register(&mut op, Token(2), mio_aio::AIO)
+        .unwrap();
     let mut op = Box::pin(op);
     op.as_mut().submit().unwrap();
     wait_for(&mut poll, &mut Events::with_capacity(8), Token(2));
@@ -87,7 +99,13 @@ fn drop_batch_in_flight_waits_for_the_kernel() {
     {
         let mut builder = LioCbBuilder::with_capacity(4);
         for (i, b) in bufs.iter_mut().enumerate() {
-            builder = builder.emplace_mut_slice(file.as_fd(), (i * 65536) as u64, b, 0, LioOpcode::LIO_READ);
+            builder = builder.emplace_mut_slice(
+                file.as_fd(),
+                (i * 65536) as u64,
+                b,
+                0,
+                LioOpcode::LIO_READ,
+            );
         }
         let mut batch = builder.finish();
         batch.submit().unwrap();
@@ -97,7 +115,10 @@ fn drop_batch_in_flight_waits_for_the_kernel() {
         b.fill(0xee);
     }
     std::thread::sleep(Duration::from_millis(300));
-    assert!(bufs.iter().flatten().all(|&b| b == 0xee), "a buffer was written after the drop");
+    assert!(
+        bufs.iter().flatten().all(|&b| b == 0xee),
+        "a buffer was written after the drop"
+    );
 }
 
 /// Submitted on one thread, polled and reaped on another (as tokio's multi-thread runtime
@@ -110,7 +131,9 @@ fn submit_on_one_thread_reap_on_another() {
     let buf: &'static mut [u8] = Box::leak(vec![0u8; 65536].into_boxed_slice());
     let file: &'static std::fs::File = Box::leak(Box::new(f));
     let mut op = ReadAt::read_at(file.as_fd(), 0, buf, 0);
-    poll.registry().register(&mut op, Token(5), mio_aio::AIO).unwrap();
+    poll.registry()
+        .register(&mut op, Token(5), mio_aio::AIO)
+        .unwrap();
     let mut op = Box::pin(op);
     op.as_mut().submit().unwrap();
     let reaped = std::thread::spawn(move || {
@@ -128,7 +151,9 @@ fn ten_thousand_operations_in_flight() {
     const N: usize = 10_000;
     let limit = support::raise_nofile_limit().unwrap();
     if limit < N as u64 + 200 {
-        return support::skip(&format!("RLIMIT_NOFILE hard limit {limit} is below {N} + 200"));
+        return support::skip(&format!(
+            "RLIMIT_NOFILE hard limit {limit} is below {N} + 200"
+        ));
     }
     let data: Vec<u8> = (0..N * 8).map(|i| (i / 8) as u8).collect();
     let mut f = tempfile::tempfile().unwrap();
@@ -140,7 +165,9 @@ fn ten_thousand_operations_in_flight() {
         .enumerate()
         .map(|(i, b)| {
             let mut op = ReadAt::read_at(f.as_fd(), (i * 8) as u64, b, 0);
-            poll.registry().register(&mut op, Token(i), mio_aio::AIO).unwrap();
+            poll.registry()
+                .register(&mut op, Token(i), mio_aio::AIO)
+                .unwrap();
             let mut op = Box::pin(op);
             op.as_mut().submit().unwrap();
             Some(op)
@@ -150,7 +177,10 @@ fn ten_thousand_operations_in_flight() {
     let mut done = 0;
     let start = Instant::now();
     while done < N {
-        assert!(start.elapsed() < Duration::from_secs(60), "only {done} of {N} events");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "only {done} of {N} events"
+        );
         match poll.poll(&mut events, Some(Duration::from_secs(5))) {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             r => r.unwrap(),
@@ -177,7 +207,9 @@ fn fork_child_does_not_disturb_the_parent() {
     let mut events = Events::with_capacity(8);
     let wbuf = vec![2u8; 1 << 20];
     let mut op = WriteAt::write_at(f.as_fd(), 0, &wbuf, 0);
-    poll.registry().register(&mut op, Token(1), mio_aio::AIO).unwrap();
+    poll.registry()
+        .register(&mut op, Token(1), mio_aio::AIO)
+        .unwrap();
     let mut op = Box::pin(op);
     op.as_mut().submit().unwrap();
 
@@ -206,7 +238,10 @@ fn fork_child_does_not_disturb_the_parent() {
     let mut status = 0;
     // SAFETY: waits for the child made above.
     assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child failed: {status}");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child failed: {status}"
+    );
     wait_for(&mut poll, &mut events, Token(1));
     assert_eq!(op.as_mut().aio_return(), Ok(1 << 20));
 }

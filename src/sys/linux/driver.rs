@@ -76,10 +76,6 @@ impl Group {
         })
     }
 
-    pub(crate) fn is_done(&self) -> bool {
-        self.remaining.load(Ordering::Acquire) == 0
-    }
-
     /// Counts `n` operations as done (or as never started); the last one signals.
     pub(crate) fn finished(&self, n: usize) {
         if n > 0 && self.remaining.fetch_sub(n, Ordering::AcqRel) == n {
@@ -465,7 +461,8 @@ impl Driver {
                 return Err(e);
             }
         };
-        self.in_flight.fetch_sub(count - accepted, Ordering::Relaxed);
+        self.in_flight
+            .fetch_sub(count - accepted, Ordering::Relaxed);
         if let (Some(g), true) = (group, accepted > 0) {
             // The batch's event must wait only for the operations that were started.
             g.finished(requests.len() - accepted);

@@ -151,8 +151,23 @@ impl Registered {
             }
             self.deregister();
         }
-        let notifier = Arc::new(Driver::get()?.notifier()?);
-        notifier.epoll_add(epfd, token as u64)?;
+        let driver = Driver::get()?;
+        let notifier = match driver.pool.unpark(epfd) {
+            Some(n) => match n.epoll_mod(epfd, token as u64) {
+                Ok(()) => n,
+                // The number names another epoll set now: the notifier is not in it.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    n.epoll_add(epfd, token as u64)?;
+                    n
+                }
+                Err(e) => return Err(e),
+            },
+            None => {
+                let n = Arc::new(driver.notifier()?);
+                n.epoll_add(epfd, token as u64)?;
+                n
+            }
+        };
         self.current = Some(Registration { notifier, epfd });
         self.deferred_error = None;
         Ok(())
@@ -160,10 +175,14 @@ impl Registered {
 
     fn deregister(&mut self) {
         if let Some(r) = self.current.take() {
-            // In a forked child the epoll set is still the parent's: leave it alone. Otherwise
-            // a failure means the set is gone and the notifier will simply be closed.
-            if r.notifier.is_ours() {
-                let _ = r.notifier.epoll_del(r.epfd);
+            // In a forked child the epoll set is still the parent's: leave it alone.
+            if !r.notifier.is_ours() {
+                return;
+            }
+            if let Err(n) = r.notifier.pool().park(r.epfd, r.notifier) {
+                // A signal may still be on its way: take it out of the set instead. A failure
+                // means the set is gone, and the notifier will simply be closed.
+                let _ = n.epoll_del(r.epfd);
             }
         }
     }
@@ -191,9 +210,9 @@ fn busy() -> io::Error {
 
 /// iovec arrays copied out of the caller's slice, so the kernel reads a stable copy.
 #[derive(Debug)]
-struct IoVecs(Box<[libc::iovec]>);
-// SAFETY: the iovecs point into buffers the operation borrows (shared for writes, exclusively for
-// reads) for its lifetime; moving or sharing the array itself across threads is harmless.
+struct IoVecs(#[allow(dead_code)] Box<[libc::iovec]>); // read by the kernel, through `Request::addr`
+                                                       // SAFETY: the iovecs point into buffers the operation borrows (shared for writes, exclusively for
+                                                       // reads) for its lifetime; moving or sharing the array itself across threads is harmless.
 unsafe impl Send for IoVecs {}
 // SAFETY: as above; the array is never mutated after construction.
 unsafe impl Sync for IoVecs {}
@@ -213,8 +232,8 @@ pub struct Op<'a> {
 
 impl Op<'_> {
     fn new(kind: OpKind, fd: RawFd, offset: u64, addr: *mut u8, len: usize) -> Self {
-        let invalid = (i64::try_from(offset).is_err() || len > isize::MAX as usize)
-            .then_some(Errno::EINVAL);
+        let invalid =
+            (i64::try_from(offset).is_err() || len > isize::MAX as usize).then_some(Errno::EINVAL);
         Op {
             request: Request {
                 kind,
@@ -234,7 +253,9 @@ impl Op<'_> {
     fn vectored(kind: OpKind, fd: RawFd, offset: u64, iovecs: Box<[libc::iovec]>) -> Self {
         let mut op = Op::new(kind, fd, offset, std::ptr::null_mut(), iovecs.len());
         op.request.addr = iovecs.as_ptr() as *mut u8;
-        let total = iovecs.iter().try_fold(0usize, |t, v| t.checked_add(v.iov_len));
+        let total = iovecs
+            .iter()
+            .try_fold(0usize, |t, v| t.checked_add(v.iov_len));
         if iovecs.len() > libc::UIO_MAXIOV as usize || total.is_none_or(|t| t > isize::MAX as usize)
         {
             op.invalid = Some(Errno::EINVAL);
@@ -400,7 +421,13 @@ operation!(FsyncOp, (), drop);
 
 impl<'a> ReadOp<'a> {
     pub(crate) fn new(fd: BorrowedFd<'a>, offs: u64, buf: &'a mut [u8], _prio: i32) -> Self {
-        ReadOp(Op::new(OpKind::Read, fd.as_raw_fd(), offs, buf.as_mut_ptr(), buf.len()))
+        ReadOp(Op::new(
+            OpKind::Read,
+            fd.as_raw_fd(),
+            offs,
+            buf.as_mut_ptr(),
+            buf.len(),
+        ))
     }
 }
 
@@ -408,7 +435,13 @@ impl<'a> WriteOp<'a> {
     pub(crate) fn new(fd: BorrowedFd<'a>, offs: u64, buf: &'a [u8], _prio: i32) -> Self {
         // The pointer is only ever read through (the kernel writes from it).
         let addr = buf.as_ptr() as *mut u8;
-        WriteOp(Op::new(OpKind::Write, fd.as_raw_fd(), offs, addr, buf.len()))
+        WriteOp(Op::new(
+            OpKind::Write,
+            fd.as_raw_fd(),
+            offs,
+            addr,
+            buf.len(),
+        ))
     }
 }
 

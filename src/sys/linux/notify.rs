@@ -6,16 +6,23 @@
 //! kernel AIO's `IOCB_FLAG_RESFD`) or a worker thread.
 //!
 //! Eventfds are pooled, because creating and closing one per operation costs four system calls.
-//! A notifier goes back to the pool only when nothing can signal it any more (every engine that
-//! may signal it holds an `Arc` to it) and when it is known to be out of every epoll set, so a
-//! reused eventfd can never wake an old token.
+//! Two pools:
+//! * idle: eventfds in no epoll set; a notifier goes there only when nothing can signal it any
+//!   more (every engine that may signal it holds an `Arc` to it) and it was removed from its set.
+//! * parked, per epoll fd: notifiers of finished operations that stay in their epoll set, with
+//!   their counter reset and no signal pending, so that no event can come from them. The next
+//!   registration with the same epoll fd retargets one with a single `EPOLL_CTL_MOD` instead of
+//!   `EPOLL_CTL_ADD` + `EPOLL_CTL_DEL`. If the fd number now names another epoll set (the old one
+//!   was closed and the number reused), `MOD` fails with `ENOENT` and the notifier is added
+//!   instead, so a parked notifier can never be silently missing from the set it serves.
 
 use std::{
+    collections::HashMap,
     io,
     os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
     sync::{
         atomic::{AtomicBool, Ordering},
-        Mutex,
+        Arc, Mutex,
     },
 };
 
@@ -41,6 +48,7 @@ macro_rules! syscall {
 #[derive(Debug, Default)]
 pub(crate) struct NotifierPool {
     idle: Mutex<Vec<OwnedFd>>,
+    parked: Mutex<HashMap<RawFd, Vec<Arc<Notifier>>>>,
 }
 
 impl NotifierPool {
@@ -53,6 +61,30 @@ impl NotifierPool {
         let fd = syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK))?;
         // SAFETY: eventfd just returned this new fd, and nothing else owns it.
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// Parks a notifier that is still in the epoll set `epfd`, if nothing can signal it any
+    /// more; otherwise hands it back for removal from the set.
+    pub(crate) fn park(&self, epfd: RawFd, n: Arc<Notifier>) -> Result<(), Arc<Notifier>> {
+        // Only this operation holds it: no engine can signal it any more (engines hold an `Arc`
+        // while a signal may be pending, and never take a new one).
+        if Arc::strong_count(&n) != 1 || !n.is_ours() {
+            return Err(n);
+        }
+        // A completion event it may have queued is dropped by epoll once the counter is zero.
+        drain(n.fd());
+        let mut parked = self.parked.lock().unwrap();
+        let list = parked.entry(epfd).or_default();
+        if list.len() < POOL_MAX {
+            list.push(n);
+        }
+        // Beyond the cap it is dropped: closing the eventfd removes it from the set.
+        Ok(())
+    }
+
+    /// A parked notifier of `epfd`, if any.
+    pub(crate) fn unpark(&self, epfd: RawFd) -> Option<Arc<Notifier>> {
+        self.parked.lock().unwrap().get_mut(&epfd)?.pop()
     }
 
     fn give_back(&self, fd: OwnedFd) {
@@ -104,6 +136,10 @@ impl Notifier {
             reusable: AtomicBool::new(false),
             generation: u64::MAX,
         })
+    }
+
+    pub(crate) fn pool(&self) -> &'static NotifierPool {
+        self.pool
     }
 
     /// Whether this process made the notifier (not a parent, across `fork`).

@@ -75,7 +75,9 @@ const BLOCKED_SUBMIT: std::time::Duration = std::time::Duration::from_millis(10)
 
 impl std::fmt::Debug for Uring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Uring").field("params", self.ring.params()).finish()
+        f.debug_struct("Uring")
+            .field("params", self.ring.params())
+            .finish()
     }
 }
 
@@ -91,6 +93,8 @@ impl Uring {
             .dontfork()
             .setup_cqsize(cq_entries)
             .setup_submit_all()
+            // Completions need not interrupt this thread while it runs in user space.
+            .setup_coop_taskrun()
             .build(SQ_ENTRIES)
             .or_else(|_| {
                 IoUring::builder()
@@ -155,10 +159,9 @@ impl Uring {
             unsafe {
                 match signal {
                     None => sq.push(&data),
-                    Some(n) => sq.push_multiple(&[
-                        data.flags(squeue::Flags::IO_HARDLINK),
-                        signal_entry(n),
-                    ]),
+                    Some(n) => {
+                        sq.push_multiple(&[data.flags(squeue::Flags::IO_HARDLINK), signal_entry(n)])
+                    }
                 }
                 .expect("room was made above")
             };
