@@ -267,6 +267,15 @@ impl<'a> LioCb<'a> {
     }
 }
 
+#[cfg(all(feature = "tokio", target_os = "linux"))]
+impl LioCb<'_> {
+    /// For the tokio layer: the eventfd that becomes readable when the whole batch is done.
+    #[allow(dead_code)]
+    pub(crate) fn attach_notify_fd(&mut self) -> io::Result<sys::NotifyFd> {
+        self.inner.attach_notify_fd()
+    }
+}
+
 impl event::Source for LioCb<'_> {
     fn register(
         &mut self,

@@ -152,6 +152,15 @@ impl<T: sys::Operation> SourceApi for Source<T> {
     }
 }
 
+#[cfg(all(feature = "tokio", target_os = "linux"))]
+impl<T: sys::Operation> Source<T> {
+    /// For the tokio layer: see `sys::Operation::attach_notify_fd`.
+    #[allow(dead_code)]
+    pub(crate) fn attach_notify_fd(&mut self) -> io::Result<sys::NotifyFd> {
+        self.inner.attach_notify_fd()
+    }
+}
+
 /// Checks the interest a source is registered with: a wrong one is a caller's mistake that must
 /// not panic.
 pub(crate) fn check_interest(interests: Interest, expected: Interest) -> io::Result<()> {

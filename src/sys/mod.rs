@@ -40,6 +40,11 @@ pub trait Operation {
     fn register_raw(&mut self, kq: BorrowedFd, udata: usize);
     #[cfg(feature = "tokio")]
     fn deregister_raw(&mut self);
+    /// Linux: gives the operation an eventfd of its own, in no epoll set, and returns it; it
+    /// becomes readable when the operation completes. Replaces any registration. Fails with
+    /// `ResourceBusy` while the operation is in flight.
+    #[cfg(all(feature = "tokio", target_os = "linux"))]
+    fn attach_notify_fd(&mut self) -> io::Result<NotifyFd>;
 }
 
 #[cfg(target_os = "freebsd")]

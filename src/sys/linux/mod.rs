@@ -175,8 +175,9 @@ impl Registered {
 
     fn deregister(&mut self) {
         if let Some(r) = self.current.take() {
-            // In a forked child the epoll set is still the parent's: leave it alone.
-            if !r.notifier.is_ours() {
+            // In a forked child the epoll set is still the parent's: leave it alone. A private
+            // notifier (`attach_private`) is in no set of ours.
+            if !r.notifier.is_ours() || r.epfd < 0 {
                 return;
             }
             if let Err(n) = r.notifier.pool().park(r.epfd, r.notifier) {
@@ -187,10 +188,25 @@ impl Registered {
         }
     }
 
+    #[cfg(feature = "tokio")]
     fn register_raw(&mut self, kq: BorrowedFd, udata: usize) {
         if let Err(e) = self.register(kq.as_raw_fd(), udata) {
             self.deferred_error = Some(io_errno(e));
         }
+    }
+
+    /// Gives the operation a notifier in no epoll set and returns it, for a caller that watches
+    /// the eventfd itself (the tokio layer registers it with tokio's reactor).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    fn attach_private(&mut self) -> io::Result<NotifyFd> {
+        self.deregister();
+        let notifier = Arc::new(Driver::get()?.notifier()?);
+        self.current = Some(Registration {
+            notifier: notifier.clone(),
+            epfd: -1,
+        });
+        self.deferred_error = None;
+        Ok(NotifyFd(notifier))
     }
 
     fn notifier(&self) -> nix::Result<Option<&Arc<Notifier>>> {
@@ -198,6 +214,18 @@ impl Registered {
             Some(e) => Err(e),
             None => Ok(self.current.as_ref().map(|r| &r.notifier)),
         }
+    }
+}
+
+/// The eventfd that signals an operation's completion, for a caller that watches it itself.
+/// Readable once the operation (or the whole batch) has completed; dropping it after the
+/// operation is harmless.
+#[derive(Debug)]
+pub struct NotifyFd(Arc<Notifier>);
+
+impl std::os::fd::AsRawFd for NotifyFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.fd()
     }
 }
 
@@ -332,6 +360,14 @@ impl Op<'_> {
         self.registration.deregister();
         Ok(())
     }
+
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    fn attach_private(&mut self) -> io::Result<NotifyFd> {
+        if self.current.is_some() {
+            return Err(busy());
+        }
+        self.registration.attach_private()
+    }
 }
 
 impl Drop for Op<'_> {
@@ -377,7 +413,8 @@ macro_rules! operation {
                 self.0.deregister()
             }
             #[cfg(feature = "tokio")]
-            fn register_raw(&mut self, kq: BorrowedFd, udata: usize) {
+            #[cfg(feature = "tokio")]
+    fn register_raw(&mut self, kq: BorrowedFd, udata: usize) {
                 if self.0.current.is_none() {
                     self.0.registration.register_raw(kq, udata)
                 }
@@ -387,6 +424,10 @@ macro_rules! operation {
                 if self.0.current.is_none() {
                     self.0.registration.deregister()
                 }
+            }
+            #[cfg(feature = "tokio")]
+            fn attach_notify_fd(&mut self) -> io::Result<NotifyFd> {
+                self.0.attach_private()
             }
         }
     };
@@ -711,6 +752,15 @@ impl<'a> LioCb<'a> {
         if !self.in_progress() {
             self.registration.deregister()
         }
+    }
+
+    /// See `Operation::attach_notify_fd`.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn attach_notify_fd(&mut self) -> io::Result<NotifyFd> {
+        if self.in_progress() {
+            return Err(busy());
+        }
+        self.registration.attach_private()
     }
 }
 
