@@ -354,8 +354,16 @@ impl Driver {
             reaper: OnceLock::new(),
         }));
         match CURRENT.compare_exchange(seen, driver, Ordering::AcqRel, Ordering::Acquire) {
-            // SAFETY: just published; never freed from now on.
-            Ok(_) => Ok(unsafe { &*driver }),
+            Ok(_) => {
+                // SAFETY: just published; never freed from now on.
+                let driver: &'static Driver = unsafe { &*driver };
+                if matches!(driver.engine, Engine::Kaio(_)) {
+                    // Kernel AIO needs the reaper for every operation: start it now, while
+                    // descriptors and threads are available, rather than fail a later submit.
+                    driver.reaper()?;
+                }
+                Ok(driver)
+            }
             Err(winner) => {
                 // Another thread created one first: ours was never shared, so free it.
                 // SAFETY: `driver` came from Box::into_raw above and nothing else saw it.

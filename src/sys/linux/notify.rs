@@ -26,8 +26,10 @@ use std::{
     },
 };
 
-/// The most idle eventfds a pool keeps; more are closed.
-const POOL_MAX: usize = 4096;
+/// The most eventfds each pool (the idle one, and the parked one of each epoll fd) keeps; more
+/// are closed. Enough for a loop that replaces finished operations with new ones at a depth of a
+/// few hundred; a larger burst only costs `EPOLL_CTL_ADD`/`DEL` again.
+const POOL_MAX: usize = 256;
 
 /// Converts a `-1`-with-errno return value into an `io::Result`.
 macro_rules! syscall {
@@ -52,15 +54,29 @@ pub(crate) struct NotifierPool {
 }
 
 impl NotifierPool {
-    /// An eventfd with a zero counter, from the pool or new.
+    /// An eventfd with a zero counter, from the pool or new. Out of descriptors, the pools give
+    /// theirs back to the process first.
     fn take(&self) -> io::Result<OwnedFd> {
         if let Some(fd) = self.idle.lock().unwrap().pop() {
             drain(fd.as_raw_fd());
             return Ok(fd);
         }
-        let fd = syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK))?;
+        let fd = match syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK)) {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                self.release_all();
+                syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK))?
+            }
+            r => r?,
+        };
         // SAFETY: eventfd just returned this new fd, and nothing else owns it.
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// Closes every pooled eventfd (parked ones leave their epoll sets as they close).
+    fn release_all(&self) {
+        self.idle.lock().unwrap().clear();
+        let parked = std::mem::take(&mut *self.parked.lock().unwrap());
+        drop(parked);
     }
 
     /// Parks a notifier that is still in the epoll set `epfd`, if nothing can signal it any
