@@ -141,7 +141,7 @@ fn eio_surfaces_on_exactly_the_failing_reads() {
     use support::fuse::{expected, SlowFs, SlowFsOptions};
     let Some(fs) = SlowFs::mount_or_skip(SlowFsOptions {
         read_delay: Duration::from_millis(20),
-        eio_ranges: vec![(1 << 20)..(1 << 20) + 4096],
+        eio_ranges: [(1 << 20)..(1 << 20) + 4096].to_vec(),
         ..Default::default()
     }) else {
         return;
@@ -364,7 +364,7 @@ fn dropped_operations_never_write_to_reused_fds() {
     let dir = tempfile::tempdir().unwrap();
     let src = tempfile::tempfile().unwrap();
     src.set_len(1 << 20).unwrap();
-    let mut poll = Poll::new().unwrap();
+    let poll = Poll::new().unwrap();
     let mut victims = Vec::new();
     for i in 0..500 {
         let mut buf = vec![0u8; 65536];
