@@ -137,11 +137,13 @@ fn enospc_fails_per_operation_and_keeps_acknowledged_data() {
 
 /// A filesystem that fails chosen ranges: the error surfaces on exactly those reads.
 #[test]
+#[allow(clippy::single_range_in_vec_init)]
 fn eio_surfaces_on_exactly_the_failing_reads() {
     use support::fuse::{expected, SlowFs, SlowFsOptions};
+    const FAILING: std::ops::Range<u64> = (1 << 20)..(1 << 20) + 4096;
     let Some(fs) = SlowFs::mount_or_skip(SlowFsOptions {
         read_delay: Duration::from_millis(20),
-        eio_ranges: [(1 << 20)..(1 << 20) + 4096].to_vec(),
+        eio_ranges: vec![FAILING],
         ..Default::default()
     }) else {
         return;
