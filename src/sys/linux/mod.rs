@@ -54,6 +54,12 @@ pub const LIO: Interest = Interest::READABLE;
 pub enum Backend {
     /// io_uring (Linux 5.6 or later): each completion is signalled by a linked write to the
     /// operation's eventfd.
+    ///
+    /// Tuning, read when the ring is set up: `MIO_AIO_URING_SQPOLL=<idle ms>` lets a kernel
+    /// thread pick up submissions (no system call per submission, and no interrupted polls, at
+    /// the cost of a kernel thread that spins for `<idle ms>` after each burst);
+    /// `MIO_AIO_URING_ASYNC=1` queues every request to io_uring's workers (for filesystems whose
+    /// direct I/O is synchronous).
     IoUring,
     /// Linux kernel AIO (`io_submit`), with `RWF_NOWAIT` so that buffered I/O that would block
     /// is handed to worker threads instead of blocking the caller.
@@ -414,7 +420,7 @@ macro_rules! operation {
             }
             #[cfg(feature = "tokio")]
             #[cfg(feature = "tokio")]
-    fn register_raw(&mut self, kq: BorrowedFd, udata: usize) {
+            fn register_raw(&mut self, kq: BorrowedFd, udata: usize) {
                 if self.0.current.is_none() {
                     self.0.registration.register_raw(kq, udata)
                 }

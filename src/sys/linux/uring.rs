@@ -89,19 +89,25 @@ impl Uring {
             .unwrap_or(MAX_CQ_ENTRIES)
             .clamp(2 * SQ_ENTRIES, MAX_CQ_ENTRIES)
             .next_power_of_two();
-        let ring = IoUring::builder()
+        let sqpoll_idle_ms: Option<u32> = std::env::var("MIO_AIO_URING_SQPOLL")
+            .ok()
+            .and_then(|v| v.parse().ok());
+        let mut builder = IoUring::builder();
+        builder
             .dontfork()
             .setup_cqsize(cq_entries)
-            .setup_submit_all()
+            .setup_submit_all();
+        match sqpoll_idle_ms {
+            Some(idle) => builder.setup_sqpoll(idle),
             // Completions need not interrupt this thread while it runs in user space.
-            .setup_coop_taskrun()
-            .build(SQ_ENTRIES)
-            .or_else(|_| {
-                IoUring::builder()
-                    .dontfork()
-                    .setup_cqsize(cq_entries)
-                    .build(SQ_ENTRIES)
-            })?;
+            None => builder.setup_coop_taskrun(),
+        };
+        let ring = builder.build(SQ_ENTRIES).or_else(|_| {
+            IoUring::builder()
+                .dontfork()
+                .setup_cqsize(cq_entries)
+                .build(SQ_ENTRIES)
+        })?;
         let unsupported = || io::Error::new(io::ErrorKind::Unsupported, "io_uring is too old");
         if !ring.params().is_feature_nodrop() {
             return Err(unsupported());
@@ -134,14 +140,14 @@ impl Uring {
     /// full submission queue. io_uring accepts every SQE it is given, so all are accepted; a
     /// request that cannot start (bad fd, …) reports its error in its CQE.
     pub(crate) fn submit(&self, batch: &[Arc<Completion>]) -> Result<usize, Errno> {
-        let _sq = self.sq.lock().unwrap();
+        let _sq = lock(&self.sq);
         // SAFETY: `self.sq` is held, so this is the only live handle on the submission queue.
         let mut sq = unsafe { self.ring.submission_shared() };
         for (pushed, c) in batch.iter().enumerate() {
             let data = data_entry(&c.request);
             let signal = c.kernel_signal.as_ref();
             let needed = 1 + usize::from(signal.is_some());
-            if sq.capacity() - sq.len() < needed {
+            if sq.capacity().saturating_sub(sq.len()) < needed {
                 sq.sync();
                 if let Err(e) = self.enter_all() {
                     // What was pushed stays queued (any later enter consumes it): report it as
@@ -149,6 +155,11 @@ impl Uring {
                     return if pushed == 0 { Err(e) } else { Ok(pushed) };
                 }
                 sq.sync();
+                // With SQPOLL the kernel thread consumes entries on its own time.
+                while sq.capacity().saturating_sub(sq.len()) < needed {
+                    let _ = self.ring.submitter().squeue_wait();
+                    sq.sync();
+                }
             }
             let mut data = data.user_data(Arc::into_raw(c.clone()) as u64 | TAG_OP);
             if self.force_async.load(Ordering::Relaxed) {
@@ -198,7 +209,7 @@ impl Uring {
     /// Records every result waiting in the completion queue (and in the kernel's overflow
     /// list). Never blocks on I/O.
     pub(crate) fn reap(&self) {
-        let _cq = self.cq.lock().unwrap();
+        let _cq = lock(&self.cq);
         loop {
             // SAFETY: `self.cq` is held, so this is the only live handle on the completion queue.
             let mut cq = unsafe { self.ring.completion_shared() };
@@ -218,7 +229,7 @@ impl Uring {
     }
 
     fn cq_overflowed(&self) -> bool {
-        let _sq = self.sq.lock().unwrap();
+        let _sq = lock(&self.sq);
         // SAFETY: `self.sq` is held; the handle only reads the queue's flags and is dropped
         // before anyone else can push.
         unsafe { self.ring.submission_shared() }.cq_overflow()
@@ -245,14 +256,15 @@ impl Uring {
             res: AtomicI32::new(PENDING),
         });
         {
-            let _sq = self.sq.lock().unwrap();
+            let _sq = lock(&self.sq);
             // SAFETY: `self.sq` is held, so this is the only live handle on the submission queue.
             let mut sq = unsafe { self.ring.submission_shared() };
-            if sq.is_full() {
+            while sq.is_full() {
                 sq.sync();
                 if self.enter_all().is_err() {
                     return AioCancelStat::AioNotCanceled;
                 }
+                let _ = self.ring.submitter().squeue_wait();
                 sq.sync();
             }
             let entry = opcode::AsyncCancel::new(Arc::as_ptr(c) as u64 | TAG_OP)
@@ -285,6 +297,11 @@ impl Uring {
             _ => AioCancelStat::AioNotCanceled,
         }
     }
+}
+
+/// Locks a mutex that guards no data of its own (only access to a queue), ignoring poisoning.
+fn lock(m: &Mutex<()>) -> std::sync::MutexGuard<'_, ()> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Hands one CQE to whatever its `user_data` names, giving back the engine's reference.
