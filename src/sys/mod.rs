@@ -59,4 +59,3 @@ pub use linux::*;
 
 #[cfg(not(any(target_os = "freebsd", target_os = "linux")))]
 compile_error!("mio-aio supports FreeBSD and Linux");
-

@@ -22,7 +22,7 @@ use super::{
     kaio::Kaio,
     notify::{Notifier, NotifierPool},
     threads::ThreadPool,
-    uring::Uring,
+    uring::{self, Uring},
     Backend,
 };
 
@@ -96,6 +96,8 @@ pub(crate) struct Completion {
     /// Notifier signalled from user space when the result is recorded.
     pub user_signal: Option<Arc<Notifier>>,
     pub group: Option<Arc<Group>>,
+    /// The batch ring the request went to (io_uring batches), instead of the engine's own.
+    pub ring: Option<Arc<uring::Ring>>,
     pub driver: &'static Driver,
     state: AtomicU8,
     result: AtomicI64,
@@ -144,13 +146,24 @@ impl Completion {
         self.driver.generation == fork_generation()
     }
 
+    /// Records finished results (of this request's ring or engine) without blocking.
+    pub(crate) fn reap(&self) {
+        match &self.ring {
+            Some(r) => r.reap(),
+            None => self.driver.engine.reap(),
+        }
+    }
+
     /// Blocks until done: used when an operation is dropped or its results are collected early.
     pub(crate) fn wait(&self) {
         if !self.is_ours() {
             return;
         }
         while !self.is_done() {
-            self.driver.engine.wait(self);
+            match &self.ring {
+                Some(r) => r.wait(self),
+                None => self.driver.engine.wait(self),
+            }
         }
     }
 
@@ -159,18 +172,21 @@ impl Completion {
         if !self.is_ours() || self.is_done() {
             return AioCancelStat::AioAllDone;
         }
-        self.driver.engine.reap();
+        self.reap();
         if self.is_done() {
             return AioCancelStat::AioAllDone;
         }
-        self.driver.engine.cancel(self)
+        match &self.ring {
+            Some(r) => r.cancel(self),
+            None => self.driver.engine.cancel(self),
+        }
     }
 }
 
 /// The mechanism that moves requests to the kernel and results back.
 #[derive(Debug)]
 pub(crate) enum Engine {
-    Uring(Uring),
+    Uring(Box<Uring>),
     Kaio(Kaio),
     Threads(ThreadPool),
 }
@@ -334,11 +350,11 @@ impl Driver {
         let max_in_flight = env_usize("MIO_AIO_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT).max(1);
         let pool: &'static NotifierPool = Box::leak(Box::default());
         let engine = match requested_backend()? {
-            Some(Backend::IoUring) => Engine::Uring(Uring::new(max_in_flight)?),
+            Some(Backend::IoUring) => Engine::Uring(Box::new(Uring::new(max_in_flight)?)),
             Some(Backend::KernelAio) => Engine::Kaio(Kaio::new(max_in_flight)?),
             Some(Backend::ThreadPool) => Engine::Threads(ThreadPool::new()),
             None => match Uring::new(max_in_flight) {
-                Ok(u) => Engine::Uring(u),
+                Ok(u) => Engine::Uring(Box::new(u)),
                 Err(_) => match Kaio::new(max_in_flight) {
                     Ok(k) => Engine::Kaio(k),
                     Err(_) => Engine::Threads(ThreadPool::new()),
@@ -406,25 +422,91 @@ impl Driver {
         Ok(self.reaper.get().expect("set above").clone())
     }
 
-    /// Starts `requests`, one completion each. `notifier` is signalled when each completes (a
-    /// single operation) or, with `group`, when all of them have (a batch).
-    ///
-    /// Returns the completions of the accepted prefix (all of them, unless the queue filled up)
-    /// or, when none was accepted, the error.
+    /// Starts one operation; `notifier` (if any) is signalled when it completes.
     ///
     /// # Safety
-    /// Every request's buffers must stay valid, and not otherwise accessed, until its completion
+    /// The request's buffers must stay valid, and not otherwise accessed, until its completion
     /// is done.
-    pub(crate) unsafe fn submit(
+    pub(crate) unsafe fn submit_one(
+        &'static self,
+        request: Request,
+        notifier: Option<&Arc<Notifier>>,
+    ) -> Result<Arc<Completion>, Errno> {
+        let mut started = self.start(&[request], notifier, None)?;
+        Ok(started.pop().expect("one request, accepted"))
+    }
+
+    /// Starts a batch: `notifier` (if any) is signalled once, when all of the started requests
+    /// have completed. Returns the completions of the accepted prefix (all of them, unless the
+    /// queue is too full) or, when none was accepted, the error.
+    ///
+    /// # Safety
+    /// As for [`Driver::submit_one`], for every request.
+    pub(crate) unsafe fn submit_batch(
+        &'static self,
+        requests: &[Request],
+        notifier: Option<&Arc<Notifier>>,
+    ) -> Result<Vec<Arc<Completion>>, Errno> {
+        if let Engine::Uring(u) = &self.engine {
+            let count = requests.len().min(self.room());
+            if count > 0 && count <= uring::MAX_BATCH_RING {
+                // A ring of the batch's own: the kernel signals the notifier after the last
+                // request (IOSQE_IO_DRAIN), without waking any thread of ours.
+                let ring = u.batch_ring(count).map_err(io_errno)?;
+                let completions =
+                    self.completions(&requests[..count], None, None, None, Some(&ring));
+                self.in_flight.fetch_add(count, Ordering::Relaxed);
+                let accepted = ring.submit(&completions, notifier).unwrap_or(0);
+                debug_assert_eq!(accepted, count, "a batch ring takes the whole batch");
+                return Ok(completions);
+            }
+        }
+        let group = Group::new(requests.len(), notifier.cloned());
+        self.start(requests, None, Some(&group))
+    }
+
+    /// Operations that may still start before the queue is full.
+    fn room(&self) -> usize {
+        self.max_in_flight
+            .saturating_sub(self.in_flight.load(Ordering::Relaxed))
+    }
+
+    fn completions(
+        &'static self,
+        requests: &[Request],
+        kernel_signal: Option<&Arc<Notifier>>,
+        user_signal: Option<&Arc<Notifier>>,
+        group: Option<&Arc<Group>>,
+        ring: Option<&Arc<uring::Ring>>,
+    ) -> Vec<Arc<Completion>> {
+        requests
+            .iter()
+            .map(|&request| {
+                Arc::new(Completion {
+                    request,
+                    kernel_signal: kernel_signal.cloned(),
+                    user_signal: user_signal.cloned(),
+                    group: group.cloned(),
+                    ring: ring.cloned(),
+                    driver: self,
+                    state: AtomicU8::new(IN_FLIGHT),
+                    result: AtomicI64::new(0),
+                    // SAFETY: iocb is plain old data; all-zero is its empty value.
+                    iocb: std::cell::UnsafeCell::new(unsafe { std::mem::zeroed() }),
+                })
+            })
+            .collect()
+    }
+
+    /// Starts `requests` on the engine, one completion each: `notifier` is signalled for each
+    /// (single operations) or, with `group`, once for all (batches).
+    unsafe fn start(
         &'static self,
         requests: &[Request],
         notifier: Option<&Arc<Notifier>>,
         group: Option<&Arc<Group>>,
     ) -> Result<Vec<Arc<Completion>>, Errno> {
-        let room = self
-            .max_in_flight
-            .saturating_sub(self.in_flight.load(Ordering::Relaxed));
-        let count = requests.len().min(room);
+        let count = requests.len().min(self.room());
         if count == 0 {
             return Err(Errno::EAGAIN);
         }
@@ -438,29 +520,15 @@ impl Driver {
         } else {
             None
         };
-        let completions: Vec<Arc<Completion>> = requests[..count]
-            .iter()
-            .map(|&request| {
-                let kernel_signal = match &reaper {
-                    Some(r) => Some(r),
-                    None if self.engine.kernel_signals() => notifier,
-                    None => None,
-                };
-                let kernel_signals_op = kernel_signal.is_some() && reaper.is_none();
-                let user_signal = notifier.filter(|_| group.is_none() && !kernel_signals_op);
-                Arc::new(Completion {
-                    request,
-                    kernel_signal: kernel_signal.cloned(),
-                    user_signal: user_signal.cloned(),
-                    group: group.cloned(),
-                    driver: self,
-                    state: AtomicU8::new(IN_FLIGHT),
-                    result: AtomicI64::new(0),
-                    // SAFETY: iocb is plain old data; all-zero is its empty value.
-                    iocb: std::cell::UnsafeCell::new(unsafe { std::mem::zeroed() }),
-                })
-            })
-            .collect();
+        let kernel_signal = match &reaper {
+            Some(r) => Some(r),
+            None if self.engine.kernel_signals() => notifier,
+            None => None,
+        };
+        let kernel_signals_op = kernel_signal.is_some() && reaper.is_none();
+        let user_signal = notifier.filter(|_| group.is_none() && !kernel_signals_op);
+        let completions =
+            self.completions(&requests[..count], kernel_signal, user_signal, group, None);
         self.in_flight.fetch_add(count, Ordering::Relaxed);
         let accepted = match self.engine.submit(&completions) {
             Ok(n) => n,
@@ -481,6 +549,13 @@ impl Driver {
             return Err(Errno::EAGAIN);
         }
         Ok(completions)
+    }
+
+    /// Gives back the batch rings of finished batches.
+    pub(crate) fn recycle(&self, ring: Arc<uring::Ring>) {
+        if let Engine::Uring(u) = &self.engine {
+            u.recycle(ring);
+        }
     }
 }
 

@@ -28,7 +28,7 @@ use nix::{
 };
 
 use self::{
-    driver::{io_errno, Completion, Driver, Group, OpKind, Request},
+    driver::{io_errno, Completion, Driver, OpKind, Request},
     notify::Notifier,
 };
 use crate::lio::{LioBuf, LioEntry, LioError, LioOpcode, LioResult};
@@ -310,8 +310,7 @@ impl Op<'_> {
         // SAFETY: the request points into buffers borrowed for 'a by this operation, and the
         // operation cannot be dropped (nor its buffers released) before the completion is done:
         // `Drop` cancels and waits.
-        let mut started = unsafe { driver.submit(&[self.request], notifier, None) }?;
-        self.current = started.pop();
+        self.current = Some(unsafe { driver.submit_one(self.request, notifier) }?);
         Ok(())
     }
 
@@ -323,7 +322,7 @@ impl Op<'_> {
                 // Inherited across fork: the parent's kernel queue owns it, not ours.
                 return Err(Errno::ECANCELED);
             }
-            c.driver.engine.reap();
+            c.reap();
             if !c.is_done() {
                 return Err(Errno::EINPROGRESS);
             }
@@ -602,8 +601,10 @@ impl<'a> LioCb<'a> {
         if self.submitted {
             return Err(LioError::EIO(vec![Err(Errno::EBUSY); self.slots.len()]));
         }
-        self.submitted = true;
-        self.start_waiting()
+        let outcome = self.start_waiting();
+        // After EAGAIN nothing started: the batch may simply be submitted again.
+        self.submitted = outcome != Err(LioError::EAGAIN);
+        outcome
     }
 
     pub(crate) fn resubmit(&mut self) -> Result<(), LioError> {
@@ -615,6 +616,13 @@ impl<'a> LioCb<'a> {
 
     /// Starts every waiting entry in one engine submission, under one group.
     fn start_waiting(&mut self) -> Result<(), LioError> {
+        // Record what earlier rounds finished, so their room in the queue counts again.
+        for s in &self.slots {
+            match s {
+                Slot::Started(c) if !c.is_done() => c.reap(),
+                _ => {}
+            }
+        }
         let waiting: Vec<usize> = (0..self.slots.len())
             .filter(|&i| matches!(self.slots[i], Slot::Waiting))
             .collect();
@@ -637,10 +645,9 @@ impl<'a> LioCb<'a> {
             Err(e) => return Err(self.all_failed(io_errno(e))),
         };
         let requests: Vec<Request> = waiting.iter().map(|&i| self.requests[i]).collect();
-        let group = Group::new(requests.len(), notifier);
         // SAFETY: every request points into buffers borrowed for 'a by this batch, and the batch
         // cannot be dropped before its completions are done: `Drop` cancels and waits.
-        let started = match unsafe { driver.submit(&requests, None, Some(&group)) } {
+        let started = match unsafe { driver.submit_batch(&requests, notifier.as_ref()) } {
             Ok(started) => started,
             Err(Errno::EAGAIN) => Vec::new(),
             Err(e) => return Err(self.all_failed(e)),
@@ -695,7 +702,7 @@ impl<'a> LioCb<'a> {
         match started.next() {
             None => false,
             Some(first) => {
-                first.driver.engine.reap();
+                first.reap();
                 !(first.is_done() && started.all(|c| c.is_done()))
             }
         }
@@ -707,11 +714,11 @@ impl<'a> LioCb<'a> {
     {
         let slots = std::mem::take(&mut self.slots);
         let results: Vec<LioResult> = slots
-            .into_iter()
+            .iter()
             .map(|s| LioResult {
                 result: match s {
                     Slot::Waiting => Err(Errno::EAGAIN),
-                    Slot::Invalid(e) => Err(e),
+                    Slot::Invalid(e) => Err(*e),
                     Slot::Nop => Ok(0),
                     Slot::Started(c) => {
                         c.wait();
@@ -724,6 +731,7 @@ impl<'a> LioCb<'a> {
                 },
             })
             .collect();
+        release(slots);
         callback(Box::new(results.into_iter()))
     }
 
@@ -784,7 +792,33 @@ impl Drop for LioCb<'_> {
                 c.wait();
             }
         }
+        release(std::mem::take(&mut self.slots));
         self.registration.deregister();
+    }
+}
+
+/// Drops a batch's finished slots and gives their batch rings back to the driver.
+fn release(slots: Vec<Slot>) {
+    let mut rings: Vec<Arc<uring::Ring>> = Vec::new();
+    let mut driver = None;
+    for s in &slots {
+        if let Slot::Started(c) = s {
+            if !c.is_ours() {
+                return;
+            }
+            driver = Some(c.driver);
+            if let Some(r) = &c.ring {
+                if !rings.iter().any(|x| Arc::ptr_eq(x, r)) {
+                    rings.push(r.clone());
+                }
+            }
+        }
+    }
+    drop(slots);
+    if let Some(driver) = driver {
+        for r in rings {
+            driver.recycle(r);
+        }
     }
 }
 

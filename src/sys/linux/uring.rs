@@ -12,14 +12,20 @@
 //! an `Arc<Notifier>` (its own `user_data`, tagged) until its CQE is reaped, so the eventfd is
 //! never closed or lent to another operation while a write may still target its number.
 //!
+//! Batches (`LioCb`) get a small ring of their own, taken from a pool: their requests go in
+//! unlinked, followed by one write to the batch's notifier flagged `IOSQE_IO_DRAIN`, which the
+//! kernel starts only once every earlier request of that ring has completed. So the batch costs
+//! one `io_uring_enter` and wakes epoll once, with no thread of ours involved.
+//!
 //! Rings are created without `IORING_SETUP_DEFER_TASKRUN` (the linked write would then only run
 //! inside `io_uring_enter(GETEVENTS)`, and epoll would never wake) and with `dontfork`, so a
 //! child process cannot touch its parent's queues.
 
 use std::{
     io,
+    os::fd::{AsRawFd, RawFd},
     sync::{
-        atomic::{AtomicBool, AtomicI32, Ordering},
+        atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering},
         Arc, Mutex,
     },
 };
@@ -56,15 +62,31 @@ struct CancelState {
     res: AtomicI32,
 }
 
-pub(crate) struct Uring {
+/// One io_uring instance and the locks that share it between threads.
+pub(crate) struct Ring {
     ring: IoUring,
     /// Serialises pushes to the submission queue (and reads of its flags).
     sq: Mutex<()>,
     /// Serialises reaping of the completion queue.
     cq: Mutex<()>,
-    /// Set `IOSQE_ASYNC` on every request: see `BLOCKED_SUBMIT`.
-    force_async: AtomicBool,
+    /// CQEs still to come for the SQEs pushed so far: a batch ring is reused only at zero, so no
+    /// completion of one batch can reach the next.
+    outstanding: AtomicUsize,
 }
+
+/// The engine: a ring shared by single operations, and a pool of rings for batches.
+pub(crate) struct Uring {
+    main: Ring,
+    batch_rings: Mutex<Vec<Arc<Ring>>>,
+}
+
+/// Set `IOSQE_ASYNC` on every request: see `BLOCKED_SUBMIT`.
+static FORCE_ASYNC: AtomicBool = AtomicBool::new(false);
+
+/// The largest batch that gets a ring of its own; larger ones share the main ring.
+pub(crate) const MAX_BATCH_RING: usize = 4095;
+/// Idle batch rings kept for reuse.
+const BATCH_POOL_MAX: usize = 8;
 
 /// A submission that takes this long ran a request inline instead of queueing it: some files
 /// (a FUSE file served with direct I/O but without `FUSE_ASYNC_DIO`, for example) do that.
@@ -73,17 +95,24 @@ pub(crate) struct Uring {
 /// from the start.
 const BLOCKED_SUBMIT: std::time::Duration = std::time::Duration::from_millis(10);
 
-impl std::fmt::Debug for Uring {
+impl std::fmt::Debug for Ring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Uring")
-            .field("params", self.ring.params())
+        f.debug_struct("Ring")
+            .field("fd", &self.ring.as_raw_fd())
+            .field("sq_entries", &self.ring.params().sq_entries())
             .finish()
     }
 }
 
+impl std::fmt::Debug for Uring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Uring").field("main", &self.main).finish()
+    }
+}
+
 impl Uring {
-    /// Sets up a ring with room in the completion queue for every operation in flight (each
-    /// may post two CQEs: its own and its notifier write's).
+    /// Sets up the main ring, with room in the completion queue for every operation in flight
+    /// (each may post two CQEs: its own and its notifier write's).
     pub(crate) fn new(max_in_flight: usize) -> io::Result<Uring> {
         let cq_entries = u32::try_from(max_in_flight.saturating_mul(2))
             .unwrap_or(MAX_CQ_ENTRIES)
@@ -92,28 +121,13 @@ impl Uring {
         let sqpoll_idle_ms: Option<u32> = std::env::var("MIO_AIO_URING_SQPOLL")
             .ok()
             .and_then(|v| v.parse().ok());
-        let mut builder = IoUring::builder();
-        builder
-            .dontfork()
-            .setup_cqsize(cq_entries)
-            .setup_submit_all();
-        match sqpoll_idle_ms {
-            Some(idle) => builder.setup_sqpoll(idle),
-            // Completions need not interrupt this thread while it runs in user space.
-            None => builder.setup_coop_taskrun(),
-        };
-        let ring = builder.build(SQ_ENTRIES).or_else(|_| {
-            IoUring::builder()
-                .dontfork()
-                .setup_cqsize(cq_entries)
-                .build(SQ_ENTRIES)
-        })?;
+        let main = Ring::new(SQ_ENTRIES, cq_entries, sqpoll_idle_ms, None)?;
         let unsupported = || io::Error::new(io::ErrorKind::Unsupported, "io_uring is too old");
-        if !ring.params().is_feature_nodrop() {
+        if !main.ring.params().is_feature_nodrop() {
             return Err(unsupported());
         }
         let mut probe = Probe::new();
-        ring.submitter().register_probe(&mut probe)?;
+        main.ring.submitter().register_probe(&mut probe)?;
         let needed = [
             opcode::Read::CODE,
             opcode::Write::CODE,
@@ -126,20 +140,108 @@ impl Uring {
         if !needed.iter().all(|&op| probe.is_supported(op)) {
             return Err(unsupported());
         }
+        if std::env::var("MIO_AIO_URING_ASYNC").is_ok_and(|v| v == "1") {
+            FORCE_ASYNC.store(true, Ordering::Relaxed);
+        }
         Ok(Uring {
+            main,
+            batch_rings: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Starts single operations on the main ring.
+    pub(crate) fn submit(&self, batch: &[Arc<Completion>]) -> Result<usize, Errno> {
+        self.main.submit(batch, None)
+    }
+
+    /// A ring of its own for a batch of `len` requests (plus its drain write), from the pool
+    /// when one is big enough. It shares the main ring's kernel workers.
+    pub(crate) fn batch_ring(&self, len: usize) -> io::Result<Arc<Ring>> {
+        let needed = len + 1;
+        {
+            let mut pool = self.batch_rings.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(i) = pool.iter().position(|r| r.capacity() >= needed) {
+                return Ok(pool.swap_remove(i));
+            }
+        }
+        let entries = needed.next_power_of_two().max(64) as u32;
+        let main_fd = self.main.ring.as_raw_fd();
+        Ring::new(entries, 2 * entries, None, Some(main_fd)).map(Arc::new)
+    }
+
+    /// Takes back a batch ring once everything it was given has completed.
+    pub(crate) fn recycle(&self, ring: Arc<Ring>) {
+        ring.settle();
+        if Arc::strong_count(&ring) == 1 {
+            let mut pool = self.batch_rings.lock().unwrap_or_else(|e| e.into_inner());
+            if pool.len() < BATCH_POOL_MAX {
+                pool.push(ring);
+            }
+        }
+    }
+
+    pub(crate) fn reap(&self) {
+        self.main.reap()
+    }
+
+    pub(crate) fn wait(&self, c: &Completion) {
+        self.main.wait(c)
+    }
+
+    pub(crate) fn cancel(&self, c: &Arc<Completion>) -> AioCancelStat {
+        self.main.cancel(c)
+    }
+}
+
+impl Ring {
+    fn new(
+        sq_entries: u32,
+        cq_entries: u32,
+        sqpoll_idle_ms: Option<u32>,
+        attach_wq: Option<RawFd>,
+    ) -> io::Result<Ring> {
+        let mut builder = IoUring::builder();
+        builder
+            .dontfork()
+            .setup_cqsize(cq_entries)
+            .setup_submit_all();
+        match sqpoll_idle_ms {
+            Some(idle) => builder.setup_sqpoll(idle),
+            // Completions need not interrupt this thread while it runs in user space.
+            None => builder.setup_coop_taskrun(),
+        };
+        if let Some(fd) = attach_wq {
+            builder.setup_attach_wq(fd);
+        }
+        let ring = builder.build(sq_entries).or_else(|_| {
+            // Kernels before 5.19 know neither SUBMIT_ALL nor COOP_TASKRUN.
+            IoUring::builder()
+                .dontfork()
+                .setup_cqsize(cq_entries)
+                .build(sq_entries)
+        })?;
+        Ok(Ring {
             ring,
             sq: Mutex::new(()),
             cq: Mutex::new(()),
-            force_async: AtomicBool::new(
-                std::env::var("MIO_AIO_URING_ASYNC").is_ok_and(|v| v == "1"),
-            ),
+            outstanding: AtomicUsize::new(0),
         })
+    }
+
+    fn capacity(&self) -> usize {
+        self.ring.params().sq_entries() as usize
     }
 
     /// Pushes every request (with its linked notifier write) and enters the kernel once per
     /// full submission queue. io_uring accepts every SQE it is given, so all are accepted; a
-    /// request that cannot start (bad fd, …) reports its error in its CQE.
-    pub(crate) fn submit(&self, batch: &[Arc<Completion>]) -> Result<usize, Errno> {
+    /// request that cannot start (bad fd, …) reports its error in its CQE. With `drain_signal`,
+    /// a write to that notifier follows, flagged `IOSQE_IO_DRAIN`: it runs once every request
+    /// of this ring has completed (a batch ring holds one batch, so that is the batch).
+    pub(crate) fn submit(
+        &self,
+        batch: &[Arc<Completion>],
+        drain_signal: Option<&Arc<Notifier>>,
+    ) -> Result<usize, Errno> {
         let _sq = lock(&self.sq);
         // SAFETY: `self.sq` is held, so this is the only live handle on the submission queue.
         let mut sq = unsafe { self.ring.submission_shared() };
@@ -162,7 +264,8 @@ impl Uring {
                 }
             }
             let mut data = data.user_data(Arc::into_raw(c.clone()) as u64 | TAG_OP);
-            if self.force_async.load(Ordering::Relaxed) {
+            self.outstanding.fetch_add(needed, Ordering::Relaxed);
+            if FORCE_ASYNC.load(Ordering::Relaxed) {
                 data = data.flags(squeue::Flags::ASYNC);
             }
             // SAFETY: the request's buffers stay valid until its CQE is reaped (the driver's
@@ -176,6 +279,18 @@ impl Uring {
                 }
                 .expect("room was made above")
             };
+        }
+        if let Some(n) = drain_signal {
+            while sq.is_full() {
+                sq.sync();
+                let _ = self.enter_all();
+                let _ = self.ring.submitter().squeue_wait();
+                sq.sync();
+            }
+            self.outstanding.fetch_add(1, Ordering::Relaxed);
+            let entry = signal_entry(n).flags(squeue::Flags::IO_DRAIN);
+            // SAFETY: the write reads the static `ONE` and holds the notifier until its CQE.
+            unsafe { sq.push(&entry) }.expect("room was made above");
         }
         sq.sync();
         drop(sq);
@@ -191,7 +306,7 @@ impl Uring {
             let start = std::time::Instant::now();
             let res = self.ring.submitter().submit();
             if start.elapsed() >= BLOCKED_SUBMIT {
-                self.force_async.store(true, Ordering::Relaxed);
+                FORCE_ASYNC.store(true, Ordering::Relaxed);
             }
             match res {
                 Ok(_) => return Ok(()),
@@ -223,6 +338,7 @@ impl Uring {
                 return;
             }
             for cqe in &mut cq {
+                self.outstanding.fetch_sub(1, Ordering::Relaxed);
                 dispatch(cqe.user_data(), cqe.result());
             }
         }
@@ -250,6 +366,19 @@ impl Uring {
         self.reap();
     }
 
+    /// Waits until every CQE this ring owes has been reaped.
+    fn settle(&self) {
+        loop {
+            self.reap();
+            if self.outstanding.load(Ordering::Relaxed) == 0 {
+                return;
+            }
+            let ts = types::Timespec::from(WAIT_SLICE);
+            let args = types::SubmitArgs::new().timespec(&ts);
+            let _ = self.ring.submitter().submit_with_args(1, &args);
+        }
+    }
+
     /// Sends `IORING_OP_ASYNC_CANCEL` for the request and waits for the kernel's answer.
     pub(crate) fn cancel(&self, c: &Arc<Completion>) -> AioCancelStat {
         let state = Arc::new(CancelState {
@@ -275,6 +404,7 @@ impl Uring {
             if unsafe { sq.push(&entry) }.is_err() {
                 return AioCancelStat::AioNotCanceled;
             }
+            self.outstanding.fetch_add(1, Ordering::Relaxed);
             sq.sync();
             drop(sq);
             if self.enter_all().is_err() {

@@ -1,0 +1,508 @@
+//! Runs the examples (`demo`, `copy`, `file_server`) as programs, against real clients and
+//! real files, and checks what they produce.
+//!
+//! `cargo test --test examples` does not build the examples by itself, so the first test to
+//! need one runs `cargo build --examples` (the same cargo, profile, target directory and
+//! features as this test), then every test runs the binaries from `<profile>/examples/`
+//! directly. Each child is killed if its test fails, and nothing waits more than 60 s.
+
+use std::{
+    ffi::OsStr,
+    fs::OpenOptions,
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpStream},
+    os::unix::fs::OpenOptionsExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{mpsc, Arc, Mutex, OnceLock},
+    thread::{self, JoinHandle},
+    time::{Duration, Instant},
+};
+
+/// The longest any example may run.
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The directory that holds this profile's build output: `<target dir>[/<triple>]/<profile>`.
+fn profile_dir() -> PathBuf {
+    // This test is `<profile dir>/deps/examples-<hash>`.
+    let exe = std::env::current_exe().expect("the test's own path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("the test binary lives in <profile>/deps")
+        .to_path_buf()
+}
+
+/// Builds the examples, once, and returns the path of example `name`.
+fn example(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let dir = BUILT.get_or_init(build_examples);
+    match dir {
+        Ok(dir) => dir.join(name),
+        Err(e) => panic!("cannot build the examples: {e}"),
+    }
+}
+
+fn build_examples() -> Result<PathBuf, String> {
+    let profile_dir = profile_dir();
+    // CARGO_TARGET_TMPDIR is `<target dir>/tmp`.
+    let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .ok_or("no target directory")?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--examples", "--quiet", "--target-dir"])
+        .arg(target_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    match profile_dir.file_name().and_then(OsStr::to_str) {
+        Some("debug") => {}
+        Some("release") => {
+            cmd.arg("--release");
+        }
+        Some(profile) => {
+            cmd.args(["--profile", profile]);
+        }
+        None => return Err(format!("odd profile directory {}", profile_dir.display())),
+    }
+    // Cross-compiled: `<target dir>/<triple>/<profile>`.
+    let parent = profile_dir.parent().ok_or("no parent")?;
+    if parent != target_dir {
+        if let Some(triple) = parent.file_name() {
+            cmd.arg("--target").arg(triple);
+        }
+    }
+    if cfg!(feature = "tokio") {
+        cmd.args(["--features", "tokio"]);
+    }
+    let out = cmd.output().map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(profile_dir.join("examples"))
+}
+
+/// A running example. Dropping it kills the process if it is still running, so that a failed
+/// test leaves nothing behind.
+struct Running {
+    name: String,
+    child: Child,
+    /// Each line of stdout, as it comes.
+    lines: mpsc::Receiver<String>,
+    /// All of stdout so far.
+    stdout: Arc<Mutex<String>>,
+    stderr: Option<JoinHandle<String>>,
+}
+
+/// What a finished example printed.
+struct Finished {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Running {
+    fn spawn<I, S>(name: &str, args: I, envs: &[(&str, &str)]) -> Running
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut child = Command::new(example(name))
+            .args(args)
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start example {name}: {e}"));
+        let stdout_pipe = child.stdout.take().expect("piped stdout");
+        let mut stderr_pipe = child.stderr.take().expect("piped stderr");
+        let (tx, lines) = mpsc::channel();
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let all = Arc::clone(&stdout);
+        thread::spawn(move || {
+            for line in BufReader::new(stdout_pipe).lines() {
+                let Ok(line) = line else { break };
+                all.lock().unwrap().push_str(&(line.clone() + "\n"));
+                let _ = tx.send(line);
+            }
+        });
+        let stderr = thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr_pipe.read_to_string(&mut s);
+            s
+        });
+        Running {
+            name: name.to_string(),
+            child,
+            lines,
+            stdout,
+            stderr: Some(stderr),
+        }
+    }
+
+    /// The next line of stdout, waiting at most until `deadline`.
+    fn next_line(&self, deadline: Instant) -> String {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.lines.recv_timeout(left) {
+            Ok(line) => line,
+            Err(e) => panic!("{}: no line on stdout ({e}):\n{}", self.name, self.output()),
+        }
+    }
+
+    fn output(&self) -> String {
+        format!("--- stdout:\n{}", self.stdout.lock().unwrap())
+    }
+
+    /// Waits for the process to exit, at most `TIMEOUT` after `started`; kills it and fails
+    /// the test if it does not.
+    fn wait(mut self, started: Instant) -> Finished {
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if started.elapsed() > TIMEOUT => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    panic!(
+                        "{} ran for more than {TIMEOUT:?}:\n{}",
+                        self.name,
+                        self.output()
+                    );
+                }
+                Ok(None) => thread::sleep(Duration::from_millis(10)),
+                Err(e) => panic!("{}: wait: {e}", self.name),
+            }
+        };
+        let stderr = self
+            .stderr
+            .take()
+            .map(|h| h.join().unwrap())
+            .unwrap_or_default();
+        // The stdout reader ends with the process's stdout: give it a moment to catch up.
+        let until = Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&self.stdout) > 1 && Instant::now() < until {
+            thread::sleep(Duration::from_millis(5));
+        }
+        let stdout = self.stdout.lock().unwrap().clone();
+        Finished {
+            status,
+            stdout,
+            stderr,
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs example `name` to its end, and checks that it succeeded.
+fn run_ok<I, S>(name: &str, args: I, envs: &[(&str, &str)]) -> Finished
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let done = Running::spawn(name, args, envs).wait(Instant::now());
+    assert!(
+        done.status.success(),
+        "{name} failed ({}):\n--- stdout:\n{}\n--- stderr:\n{}",
+        done.status,
+        done.stdout,
+        done.stderr
+    );
+    done
+}
+
+/// A small xorshift generator: deterministic data and ranges without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+#[test]
+fn demo_runs_to_completion_and_verifies_its_data() {
+    let mut backends = vec![None];
+    if cfg!(target_os = "linux") {
+        // The thread pool works everywhere; the default is whatever works first.
+        backends.push(Some("threads"));
+    }
+    for backend in backends {
+        let envs: Vec<(&str, &str)> = backend
+            .map(|b| ("MIO_AIO_BACKEND", b))
+            .into_iter()
+            .collect();
+        let done = run_ok("demo", [] as [&str; 0], &envs);
+        let out = &done.stdout;
+        for expected in [
+            "server listening on 127.0.0.1:",
+            "tick 3",
+            "read 4096 bytes at 8192 for client 1",
+            "read 0 bytes at",
+            "batch of 8 reads done (32768 bytes)",
+            "fsync of the journal done",
+            "client: done, 12 requests",
+            "demo finished OK",
+            "12 client requests",
+            "interrupted polls",
+        ] {
+            assert!(
+                out.contains(expected),
+                "no {expected:?} in the demo's output:\n{out}"
+            );
+        }
+        if cfg!(target_os = "linux") {
+            assert!(out.contains("mio-aio backend: "), "no backend line:\n{out}");
+        }
+        if let Some(b) = backend {
+            assert!(
+                out.contains(&format!("backend {b}")),
+                "backend {b} not used:\n{out}"
+            );
+        }
+        let last = out.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("demo finished OK"),
+            "the summary is not last:\n{out}"
+        );
+    }
+}
+
+/// Copies a 5 MiB + 123 bytes random file with `copy` and `extra` options, in `dir`, and
+/// checks the copy byte for byte.
+fn check_copy(dir: &Path, extra: &[&str]) {
+    let len = 5 * 1024 * 1024 + 123;
+    let data = Rng(0x9e37_79b9_7f4a_7c15 ^ extra.len() as u64).bytes(len);
+    let src = dir.join("src.bin");
+    let dst = dir.join("dst.bin");
+    std::fs::write(&src, &data).unwrap();
+    // A stale, longer DST must be truncated.
+    std::fs::write(&dst, vec![0xffu8; len + 4096]).unwrap();
+    let mut args = vec![src.as_os_str(), dst.as_os_str()];
+    args.extend(extra.iter().map(OsStr::new));
+    let done = run_ok("copy", args, &[]);
+    assert!(
+        done.stdout.contains(&format!("copied {len} bytes")),
+        "copy {extra:?} printed:\n{}",
+        done.stdout
+    );
+    assert!(done.stdout.contains("MB/s"), "no speed:\n{}", done.stdout);
+    let copied = std::fs::read(&dst).unwrap();
+    assert_eq!(copied.len(), data.len(), "copy {extra:?}: wrong size");
+    if let Some(i) = copied.iter().zip(&data).position(|(a, b)| a != b) {
+        panic!("copy {extra:?}: the copy differs from byte {i} on");
+    }
+}
+
+#[test]
+fn copy_copies_a_file_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    check_copy(dir.path(), &[]);
+    // Blocks that are not a power of two, and a depth that does not divide the block count.
+    check_copy(dir.path(), &["--block-size", "1000", "--depth", "3"]);
+    check_copy(dir.path(), &["--block-size", "1M", "--depth", "2"]);
+}
+
+#[test]
+fn copy_with_o_direct() {
+    // tmpfs (often /tmp) may refuse O_DIRECT: use a disk-backed directory.
+    let base = Path::new("/var/tmp");
+    let base = if base.is_dir() {
+        base.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    let dir = tempfile::tempdir_in(&base).unwrap();
+    let probe = dir.path().join("probe");
+    let opened = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&probe);
+    match opened {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            println!(
+                "skipped: {} does not support O_DIRECT ({e})",
+                base.display()
+            );
+            return;
+        }
+        r => drop(r.unwrap()),
+    }
+    check_copy(dir.path(), &["--direct"]);
+    check_copy(
+        dir.path(),
+        &["--direct", "--block-size", "8K", "--depth", "5"],
+    );
+}
+
+/// Asks `requests` random ranges of `data` from the file server at `addr`, all at once or one
+/// at a time, and checks every byte.
+fn file_client(addr: SocketAddr, data: &[u8], seed: u64, requests: usize, pipelined: bool) {
+    let mut rng = Rng(seed);
+    let len = data.len() as u64;
+    let ranges: Vec<(u64, u64)> = (0..requests)
+        .map(|i| match i {
+            // One range across the end of the file, one past it; the rest inside.
+            1 => (len - 10, 100),
+            3 => (len + 5, 10),
+            _ => (rng.next() % len, 1 + rng.next() % 70_000),
+        })
+        .collect();
+    let stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut send = |(offset, n): (u64, u64)| {
+        writer
+            .write_all(format!("{offset} {n}\n").as_bytes())
+            .unwrap();
+    };
+    if pipelined {
+        ranges.iter().copied().for_each(&mut send);
+    }
+    for &(offset, n) in &ranges {
+        if !pipelined {
+            send((offset, n));
+        }
+        let mut header = [0u8; 8];
+        reader.read_exact(&mut header).unwrap();
+        let got_len = u64::from_be_bytes(header);
+        let start = offset.min(len) as usize;
+        let expected = &data[start..(offset.saturating_add(n)).min(len) as usize];
+        assert_eq!(
+            got_len,
+            expected.len() as u64,
+            "length of {n} bytes at {offset}"
+        );
+        let mut got = vec![0u8; got_len as usize];
+        reader.read_exact(&mut got).unwrap();
+        assert!(
+            got == expected,
+            "the {n} bytes at {offset} differ from the file"
+        );
+    }
+}
+
+#[test]
+fn file_server_serves_concurrent_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("served.bin");
+    let data = Arc::new(Rng(0x1234_5678_9abc_def1).bytes(1024 * 1024 + 77));
+    std::fs::write(&path, &*data).unwrap();
+
+    let started = Instant::now();
+    let server = Running::spawn(
+        "file_server",
+        [
+            path.as_os_str(),
+            OsStr::new("--addr"),
+            OsStr::new("127.0.0.1:0"),
+            OsStr::new("--max-requests"),
+            OsStr::new("20"),
+        ],
+        &[],
+    );
+    let first = server.next_line(started + TIMEOUT);
+    let addr: SocketAddr = first
+        .strip_prefix("listening on ")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("first line {first:?} is not `listening on ADDR`"));
+
+    let clients: Vec<_> = (0..4u64)
+        .map(|i| {
+            let data = Arc::clone(&data);
+            thread::spawn(move || file_client(addr, &data, 1000 + i, 5, i % 2 == 1))
+        })
+        .collect();
+    let failures: Vec<String> = clients
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, c)| c.join().err().map(|_| format!("client {i} failed")))
+        .collect();
+    assert!(failures.is_empty(), "{failures:?}\n{}", server.output());
+
+    let done = server.wait(started);
+    assert!(
+        done.status.success(),
+        "file_server failed ({}):\n--- stdout:\n{}\n--- stderr:\n{}",
+        done.status,
+        done.stdout,
+        done.stderr
+    );
+    assert!(
+        done.stdout.contains("exiting after 20 requests"),
+        "file_server printed:\n{}",
+        done.stdout
+    );
+    assert!(
+        done.stdout.contains("stats: 20 requests served"),
+        "{}",
+        done.stdout
+    );
+}
+
+#[test]
+fn bad_input_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f");
+    std::fs::write(&file, b"0123456789").unwrap();
+    let file = file.to_str().unwrap();
+    let missing = dir.path().join("missing");
+    let missing = missing.to_str().unwrap();
+    let out = dir.path().join("out");
+    let out = out.to_str().unwrap();
+    let cases: &[(&str, &[&str])] = &[
+        ("demo", &["unexpected"]),
+        ("copy", &[]),
+        ("copy", &[file]),
+        ("copy", &[missing, out]),
+        ("copy", &[file, file]),
+        ("copy", &[file, out, "--block-size", "0"]),
+        ("copy", &[file, out, "--block-size", "lots"]),
+        ("copy", &[file, out, "--block-size", "1000", "--direct"]),
+        ("copy", &[file, out, "--depth", "-1"]),
+        ("copy", &[file, out, "--frobnicate"]),
+        ("file_server", &[]),
+        ("file_server", &[missing]),
+        ("file_server", &[file, "--addr", "not-an-address"]),
+        ("file_server", &[file, "--max-requests", "many"]),
+        ("file_server", &[file, "--max-requests"]),
+    ];
+    for (name, args) in cases {
+        let done = Running::spawn(name, args.iter(), &[]).wait(Instant::now());
+        let code = done.status.code();
+        assert!(
+            matches!(code, Some(1 | 2)),
+            "{name} {args:?} exited with {:?}, not 1 or 2:\n{}",
+            code,
+            done.stderr
+        );
+        assert!(
+            !done.stderr.contains("panicked"),
+            "{name} {args:?} panicked:\n{}",
+            done.stderr
+        );
+        assert!(
+            !done.stderr.is_empty(),
+            "{name} {args:?} said nothing on stderr"
+        );
+    }
+}
