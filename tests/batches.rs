@@ -1,43 +1,17 @@
 //! Batches (`LioCb`): one registration, one event when every operation is done, and each
 //! operation's own result.
 
+mod support;
+
 use std::{
     io::{Read, Seek, SeekFrom, Write},
     os::fd::{AsFd, BorrowedFd},
-    time::Duration,
 };
 
-use mio::{Events, Poll, Token};
+use mio::{Poll, Token};
 use mio_aio::{Errno, LioCbBuilder, LioError, LioOpcode};
 
 const UDATA: Token = Token(0xdead_beef);
-
-/// Waits for the one event of `token`, then checks that no other event follows.
-fn expect_one_event(poll: &mut Poll, token: Token) {
-    let mut events = Events::with_capacity(16);
-    let mut seen = Vec::new();
-    while seen.is_empty() {
-        match poll.poll(&mut events, Some(Duration::from_secs(10))) {
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            r => r.unwrap(),
-        }
-        assert!(!events.is_empty(), "no event within 10 s");
-        seen.extend(events.iter().map(|e| e.token()));
-    }
-    loop {
-        match poll.poll(&mut events, Some(Duration::from_millis(50))) {
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            r => r.unwrap(),
-        }
-        seen.extend(events.iter().map(|e| e.token()));
-        break;
-    }
-    assert_eq!(
-        seen,
-        vec![token],
-        "expected exactly one event with the batch's token"
-    );
-}
 
 fn file_with(content: &[u8]) -> std::fs::File {
     let mut f = tempfile::tempfile().unwrap();
@@ -64,7 +38,7 @@ fn lio_one_read() {
         .register(&mut liocb, UDATA, mio_aio::LIO)
         .unwrap();
     liocb.submit().unwrap();
-    expect_one_event(&mut poll, UDATA);
+    support::expect_one_event(&mut poll, UDATA);
     assert!(!liocb.in_progress());
     let results: Vec<_> = liocb.into_results(|it| it.map(|r| r.result).collect());
     assert_eq!(results, vec![Ok(4)]);
@@ -83,7 +57,7 @@ fn lio_one_write() {
         .register(&mut liocb, UDATA, mio_aio::LIO)
         .unwrap();
     liocb.submit().unwrap();
-    expect_one_event(&mut poll, UDATA);
+    support::expect_one_event(&mut poll, UDATA);
     let results: Vec<_> = liocb.into_results(|it| it.map(|r| r.result).collect());
     assert_eq!(results, vec![Ok(6)]);
     assert_eq!(content(&mut f), wbuf);
@@ -102,7 +76,7 @@ fn lio_two_reads() {
         .register(&mut liocb, UDATA, mio_aio::LIO)
         .unwrap();
     liocb.submit().unwrap();
-    expect_one_event(&mut poll, UDATA);
+    support::expect_one_event(&mut poll, UDATA);
     let results: Vec<_> = liocb.into_results(|it| it.map(|r| r.result).collect());
     assert_eq!(results, vec![Ok(4), Ok(2)]);
     assert_eq!(&a, b"cdef");
@@ -124,7 +98,7 @@ fn lio_read_and_write_on_two_files() {
         .register(&mut liocb, UDATA, mio_aio::LIO)
         .unwrap();
     liocb.submit().unwrap();
-    expect_one_event(&mut poll, UDATA);
+    support::expect_one_event(&mut poll, UDATA);
     let results: Vec<_> = liocb.into_results(|it| it.map(|r| r.result).collect());
     assert_eq!(results, vec![Ok(6), Ok(6)]);
     assert_eq!(&rbuf, b"123456");
@@ -161,7 +135,7 @@ fn lio_bad_fd_is_reported_on_its_own_operation() {
         Err(LioError::EIO(statuses)) => assert_eq!(statuses[1], Err(Errno::EBADF)),
         Err(e) => panic!("unexpected {e:?}"),
     }
-    expect_one_event(&mut poll, UDATA);
+    support::expect_one_event(&mut poll, UDATA);
     let results: Vec<_> = liocb.into_results(|it| it.map(|r| r.result).collect());
     assert_eq!(results, vec![Ok(4), Err(Errno::EBADF)]);
     assert_eq!(&a, b"cdef");
@@ -188,7 +162,7 @@ fn lio_empty_batch_completes_at_once() {
         .register(&mut liocb, UDATA, mio_aio::LIO)
         .unwrap();
     liocb.submit().unwrap();
-    expect_one_event(&mut poll, UDATA);
+    support::expect_one_event(&mut poll, UDATA);
     assert_eq!(liocb.into_results(|it| it.count()), 0);
 }
 
@@ -205,7 +179,7 @@ fn lio_may_be_moved_after_submit() {
         .unwrap();
     liocb.submit().unwrap();
     let moved = vec![liocb];
-    expect_one_event(&mut poll, UDATA);
+    support::expect_one_event(&mut poll, UDATA);
     let liocb = moved.into_iter().next().unwrap();
     assert_eq!(
         liocb.into_results(|mut it| it.next().unwrap().result),
@@ -231,29 +205,9 @@ fn lio_many_operations() {
         .register(&mut liocb, UDATA, mio_aio::LIO)
         .unwrap();
     liocb.submit().unwrap();
-    expect_one_event(&mut poll, UDATA);
+    support::expect_one_event(&mut poll, UDATA);
     assert!(liocb.into_results(|mut it| it.all(|r| r.result == Ok(512))));
     assert!(bufs.iter().flatten().eq(data.iter()));
-}
-
-#[cfg(target_os = "linux")]
-/// Runs `body` in a child process (this test binary, re-run for this one test) with `env`
-/// set, so that process-wide limits apply to it alone.
-fn in_child(test: &str, env: &[(&str, &str)], body: impl FnOnce()) {
-    if std::env::var_os("MIO_AIO_TEST_CHILD").is_some() {
-        body();
-        return;
-    }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env("MIO_AIO_TEST_CHILD", "1")
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "child failed:\n{text}");
-    assert!(text.contains("1 passed"), "child ran no test:\n{text}");
 }
 
 /// With a queue smaller than the batch, part of it starts (EINCOMPLETE), its event arrives, and
@@ -261,7 +215,7 @@ fn in_child(test: &str, env: &[(&str, &str)], body: impl FnOnce()) {
 #[cfg(target_os = "linux")]
 #[test]
 fn lio_eincomplete_then_resubmit() {
-    in_child(
+    support::in_child(
         "lio_eincomplete_then_resubmit",
         &[("MIO_AIO_MAX_IN_FLIGHT", "4")],
         || {
@@ -288,11 +242,11 @@ fn lio_eincomplete_then_resubmit() {
             let mut r = liocb.submit();
             while r == Err(LioError::EINCOMPLETE) {
                 rounds += 1;
-                expect_one_event(&mut poll, UDATA);
+                support::expect_one_event(&mut poll, UDATA);
                 r = liocb.resubmit();
             }
             r.unwrap();
-            expect_one_event(&mut poll, UDATA);
+            support::expect_one_event(&mut poll, UDATA);
             assert!(
                 rounds >= 2,
                 "a queue of 4 must take several rounds for 10 operations"

@@ -41,20 +41,6 @@ where
     op.as_mut().aio_return()
 }
 
-/// Runs `body` in a child process (this test binary, re-run for this one test) with `env` set,
-/// so that process-wide limits apply to it alone.
-fn in_child(test: &str, env: &[(&str, &str)], body: impl FnOnce()) {
-    if std::env::var_os("MIO_AIO_TEST_CHILD").is_some() {
-        body();
-        return;
-    }
-    let mut env = env.to_vec();
-    env.push(("MIO_AIO_TEST_CHILD", "1"));
-    let out = support::seccomp::rerun_self_with_env(test, &env);
-    support::seccomp::assert_child_passed(test, &out);
-    print!("{}", String::from_utf8_lossy(&out.stdout));
-}
-
 /// Writes past a small filesystem's capacity fail with ENOSPC on the operations that did not
 /// fit; everything acknowledged before is intact after fsync.
 #[test]
@@ -201,7 +187,7 @@ fn eio_surfaces_on_exactly_the_failing_reads() {
 /// descriptors are free, and repeating the cycle opens no more descriptors (no leak).
 #[test]
 fn emfile_is_a_clear_error_and_recovers() {
-    in_child("emfile_is_a_clear_error_and_recovers", &[], || {
+    support::in_child("emfile_is_a_clear_error_and_recovers", &[], || {
         let file = tempfile::tempfile().unwrap();
         let mut poll = Poll::new().unwrap();
         let count_fds = || std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
@@ -260,7 +246,7 @@ fn emfile_is_a_clear_error_and_recovers() {
 /// A full queue gives EAGAIN at once (never a hang) and accepts again after completions.
 #[test]
 fn full_queue_is_eagain() {
-    in_child(
+    support::in_child(
         "full_queue_is_eagain",
         &[("MIO_AIO_MAX_IN_FLIGHT", "4")],
         || {

@@ -2,6 +2,8 @@
 //! operation produces exactly one event carrying its own token, then `aio_return` gives the
 //! result.
 
+mod support;
+
 use std::{
     io::{IoSlice, IoSliceMut, Read, Seek, SeekFrom, Write},
     os::fd::AsFd,
@@ -14,33 +16,6 @@ use mio_aio::{
 };
 
 const UDATA: Token = Token(0xdead_beef);
-
-/// Waits for the one event of `token`, then checks that no other event follows.
-fn expect_one_event(poll: &mut Poll, token: Token) {
-    let mut events = Events::with_capacity(16);
-    let mut seen = Vec::new();
-    while seen.is_empty() {
-        match poll.poll(&mut events, Some(Duration::from_secs(10))) {
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            r => r.unwrap(),
-        }
-        assert!(!events.is_empty(), "no event within 10 s");
-        seen.extend(events.iter().map(|e| e.token()));
-    }
-    loop {
-        match poll.poll(&mut events, Some(Duration::from_millis(50))) {
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            r => r.unwrap(),
-        }
-        seen.extend(events.iter().map(|e| e.token()));
-        break;
-    }
-    assert_eq!(
-        seen,
-        vec![token],
-        "expected exactly one event with the operation's token"
-    );
-}
 
 fn file_with(content: &[u8]) -> std::fs::File {
     let mut f = tempfile::tempfile().unwrap();
@@ -61,7 +36,7 @@ fn read_at() {
         let mut op = Box::pin(op);
         op.as_mut().submit().unwrap();
         assert!(op.in_progress());
-        expect_one_event(&mut poll, UDATA);
+        support::expect_one_event(&mut poll, UDATA);
         assert_eq!(op.as_mut().aio_return().unwrap(), 4);
         assert!(!op.in_progress());
     }
@@ -81,7 +56,7 @@ fn readv_at() {
             .unwrap();
         let mut op = Box::pin(op);
         op.as_mut().submit().unwrap();
-        expect_one_event(&mut poll, UDATA);
+        support::expect_one_event(&mut poll, UDATA);
         assert_eq!(op.as_mut().aio_return().unwrap(), 6);
     }
     assert_eq!(&a, b"cdef");
@@ -99,7 +74,7 @@ fn write_at() {
         .unwrap();
     let mut op = Box::pin(op);
     op.as_mut().submit().unwrap();
-    expect_one_event(&mut poll, UDATA);
+    support::expect_one_event(&mut poll, UDATA);
     assert_eq!(op.as_mut().aio_return().unwrap(), 6);
     drop(op);
     let mut content = Vec::new();
@@ -119,7 +94,7 @@ fn writev_at() {
         .unwrap();
     let mut op = Box::pin(op);
     op.as_mut().submit().unwrap();
-    expect_one_event(&mut poll, UDATA);
+    support::expect_one_event(&mut poll, UDATA);
     assert_eq!(op.as_mut().aio_return().unwrap(), 9);
     drop(op);
     let mut content = String::new();
@@ -139,7 +114,7 @@ fn fsync() {
             .unwrap();
         let mut op = Box::pin(op);
         op.as_mut().submit().unwrap();
-        expect_one_event(&mut poll, UDATA);
+        support::expect_one_event(&mut poll, UDATA);
         op.as_mut().aio_return().unwrap();
     }
 }
@@ -156,7 +131,7 @@ fn cancel_after_submit_still_delivers_the_event() {
     let mut op = Box::pin(op);
     op.as_mut().submit().unwrap();
     let stat = op.as_mut().cancel().unwrap();
-    expect_one_event(&mut poll, UDATA);
+    support::expect_one_event(&mut poll, UDATA);
     let res = op.as_mut().aio_return();
     match stat {
         AioCancelStat::AioCanceled => assert_eq!(res, Err(Errno::ECANCELED)),

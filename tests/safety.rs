@@ -15,23 +15,6 @@ use mio::{Events, Poll, Token};
 use mio_aio::{LioCbBuilder, LioOpcode, WriteAt};
 use mio_aio::{ReadAt, SourceApi};
 
-fn wait_for(poll: &mut Poll, events: &mut Events, token: Token) {
-    let start = Instant::now();
-    loop {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "no event for {token:?}"
-        );
-        match poll.poll(events, Some(Duration::from_secs(1))) {
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            r => r.unwrap(),
-        }
-        if events.iter().any(|e| e.token() == token) {
-            return;
-        }
-    }
-}
-
 #[test]
 fn public_types_are_send_and_sync() {
     use assert_impl::assert_impl;
@@ -80,7 +63,7 @@ fn drop_in_flight_waits_for_the_kernel() {
         .unwrap();
     let mut op = Box::pin(op);
     op.as_mut().submit().unwrap();
-    wait_for(&mut poll, &mut Events::with_capacity(8), Token(2));
+    support::wait_for(&mut poll, Token(2));
     assert_eq!(op.as_mut().aio_return(), Ok(16));
     drop(op);
     assert_eq!(buf2, support::fuse::expected(0, 16));
@@ -137,7 +120,7 @@ fn submit_on_one_thread_reap_on_another() {
     let mut op = Box::pin(op);
     op.as_mut().submit().unwrap();
     let reaped = std::thread::spawn(move || {
-        wait_for(&mut poll, &mut Events::with_capacity(8), Token(5));
+        support::wait_for(&mut poll, Token(5));
         op.as_mut().aio_return()
     })
     .join()
@@ -204,7 +187,6 @@ fn fork_child_does_not_disturb_the_parent() {
     let mut f = tempfile::tempfile().unwrap();
     f.write_all(&[1u8; 1 << 20]).unwrap();
     let mut poll = Poll::new().unwrap();
-    let mut events = Events::with_capacity(8);
     let wbuf = vec![2u8; 1 << 20];
     let mut op = WriteAt::write_at(f.as_fd(), 0, &wbuf, 0);
     poll.registry()
@@ -242,6 +224,6 @@ fn fork_child_does_not_disturb_the_parent() {
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         "child failed: {status}"
     );
-    wait_for(&mut poll, &mut events, Token(1));
+    support::wait_for(&mut poll, Token(1));
     assert_eq!(op.as_mut().aio_return(), Ok(1 << 20));
 }

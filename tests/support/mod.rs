@@ -105,3 +105,84 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     #[allow(clippy::unnecessary_cast)]
     Ok(lim.rlim_cur as u64)
 }
+
+/// Polls until an event with `token` arrives (at most 20 s), retrying interrupted polls as mio's
+/// own examples do. Other tokens are ignored.
+pub fn wait_for(poll: &mut mio::Poll, token: mio::Token) {
+    let mut events = mio::Events::with_capacity(64);
+    let start = std::time::Instant::now();
+    loop {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "no event for {token:?}"
+        );
+        match poll.poll(&mut events, Some(std::time::Duration::from_secs(1))) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => r.unwrap(),
+        }
+        if events.iter().any(|e| e.token() == token) {
+            return;
+        }
+    }
+}
+
+/// Waits for the one event of `token`, then checks that no other event follows within 50 ms:
+/// exactly one event, carrying the operation's own token.
+pub fn expect_one_event(poll: &mut mio::Poll, token: mio::Token) {
+    let mut events = mio::Events::with_capacity(16);
+    let mut seen = Vec::new();
+    let start = std::time::Instant::now();
+    while seen.is_empty() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "no event within 10 s"
+        );
+        match poll.poll(&mut events, Some(std::time::Duration::from_secs(10))) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => r.unwrap(),
+        }
+        seen.extend(events.iter().map(|e| e.token()));
+    }
+    loop {
+        match poll.poll(&mut events, Some(std::time::Duration::from_millis(50))) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => r.unwrap(),
+        }
+        seen.extend(events.iter().map(|e| e.token()));
+        break;
+    }
+    assert_eq!(
+        seen,
+        vec![token],
+        "expected exactly one event with the operation's token"
+    );
+}
+
+/// Runs `body` in a child process (this test binary, re-run for the one test `test`) with `env`
+/// set, so that process-wide settings (limits, the backend's queue size) apply to it alone. In
+/// the parent, asserts that the child ran the test and passed, and shows its output.
+pub fn in_child(test: &str, env: &[(&str, &str)], body: impl FnOnce()) {
+    const CHILD: &str = "MIO_AIO_TEST_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        body();
+        return;
+    }
+    let exe = std::env::current_exe().expect("path of the running test binary");
+    let out = std::process::Command::new(&exe)
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot re-run {}: {e}", exe.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("test result: ok. 1 passed"),
+        "child run of `{test}` failed ({})\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
+        out.status
+    );
+    print!("{stdout}");
+    for line in stderr.lines().filter(|l| l.starts_with("SKIPPED:")) {
+        eprintln!("{line}");
+    }
+}
