@@ -617,12 +617,7 @@ impl<'a> LioCb<'a> {
     /// Starts every waiting entry in one engine submission, under one group.
     fn start_waiting(&mut self) -> Result<(), LioError> {
         // Record what earlier rounds finished, so their room in the queue counts again.
-        for s in &self.slots {
-            match s {
-                Slot::Started(c) if !c.is_done() => c.reap(),
-                _ => {}
-            }
-        }
+        self.reap_started();
         let waiting: Vec<usize> = (0..self.slots.len())
             .filter(|&i| matches!(self.slots[i], Slot::Waiting))
             .collect();
@@ -695,15 +690,23 @@ impl<'a> LioCb<'a> {
     }
 
     pub(crate) fn in_progress(&self) -> bool {
-        let mut started = self.slots.iter().filter_map(|s| match s {
-            Slot::Started(c) => Some(c),
-            _ => None,
-        });
-        match started.next() {
-            None => false,
-            Some(first) => {
-                first.reap();
-                !(first.is_done() && started.all(|c| c.is_done()))
+        self.reap_started();
+        self.slots
+            .iter()
+            .any(|s| matches!(s, Slot::Started(c) if !c.is_done()))
+    }
+
+    /// Records what the started entries' rings (or engine) have finished: one reap per distinct
+    /// place, each batch round having gone to a ring of its own.
+    fn reap_started(&self) {
+        let mut reaped: Vec<Option<*const uring::Ring>> = Vec::new();
+        for s in &self.slots {
+            if let Slot::Started(c) = s {
+                let place = c.ring.as_ref().map(Arc::as_ptr);
+                if !c.is_done() && !reaped.contains(&place) {
+                    c.reap();
+                    reaped.push(place);
+                }
             }
         }
     }
