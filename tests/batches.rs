@@ -243,10 +243,12 @@ fn lio_eincomplete_then_resubmit() {
             while r == Err(LioError::EINCOMPLETE) {
                 rounds += 1;
                 support::expect_one_event(&mut poll, UDATA);
+                assert!(!liocb.in_progress(), "the event means every started one is done");
                 r = liocb.resubmit();
             }
             r.unwrap();
             support::expect_one_event(&mut poll, UDATA);
+            assert!(!liocb.in_progress());
             assert!(
                 rounds >= 2,
                 "a queue of 4 must take several rounds for 10 operations"
