@@ -40,7 +40,7 @@ pub const LIO: Interest = Interest::READABLE;
 ///
 /// By default the first that works is used: io_uring, then kernel AIO (where io_uring is
 /// refused, as under Docker's default seccomp profile or `kernel.io_uring_disabled`), then a
-/// thread pool. Force one with [`set_backend`] before the first operation, or with the
+/// thread pool. Force one with [`set_backend`](crate::set_backend) before the first operation, or with the
 /// environment variable `MIO_AIO_BACKEND` (`io_uring`, `kaio`, `threads` or `auto`).
 ///
 /// ```
