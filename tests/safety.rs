@@ -227,3 +227,41 @@ fn fork_child_does_not_disturb_the_parent() {
     support::wait_for(&mut poll, Token(1));
     assert_eq!(op.as_mut().aio_return(), Ok(1 << 20));
 }
+
+/// Every descriptor the crate opens (rings, eventfds) is close-on-exec, so a program that execs
+/// does not leak them into the new image.
+#[cfg(target_os = "linux")]
+#[test]
+fn crate_descriptors_are_close_on_exec() {
+    let mut f = tempfile::tempfile().unwrap();
+    f.write_all(b"abcd").unwrap();
+    let mut poll = Poll::new().unwrap();
+    let mut buf = [0u8; 4];
+    let mut op = ReadAt::read_at(f.as_fd(), 0, &mut buf, 0);
+    poll.registry()
+        .register(&mut op, Token(1), mio_aio::AIO)
+        .unwrap();
+    let mut op = Box::pin(op);
+    op.as_mut().submit().unwrap();
+    support::wait_for(&mut poll, Token(1));
+    let mut checked = 0;
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap() {
+        let entry = entry.unwrap();
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        let target = target.to_string_lossy().into_owned();
+        if target.contains("eventfd") || target.contains("io_uring") {
+            let fd: i32 = entry.file_name().to_string_lossy().parse().unwrap();
+            // SAFETY: F_GETFD only queries the descriptor's flags.
+            let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+            assert!(
+                flags >= 0 && flags & libc::FD_CLOEXEC != 0,
+                "fd {fd} ({target}) is inherited by exec"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1, "found none of the crate's descriptors");
+    assert_eq!(op.as_mut().aio_return(), Ok(4));
+}
