@@ -451,7 +451,7 @@ impl Driver {
             let count = requests.len().min(self.room());
             if count > 0 && count <= uring::MAX_BATCH_RING {
                 // A ring of the batch's own: the kernel signals the notifier after the last
-                // request (IOSQE_IO_DRAIN), without waking any thread of ours.
+                // request (a counting timeout), without waking any thread of ours.
                 let ring = u.batch_ring(count).map_err(io_errno)?;
                 let completions =
                     self.completions(&requests[..count], None, None, None, Some(&ring));

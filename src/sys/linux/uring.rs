@@ -12,10 +12,11 @@
 //! an `Arc<Notifier>` (its own `user_data`, tagged) until its CQE is reaped, so the eventfd is
 //! never closed or lent to another operation while a write may still target its number.
 //!
-//! Batches (`LioCb`) get a small ring of their own, taken from a pool: their requests go in
-//! unlinked, followed by one write to the batch's notifier flagged `IOSQE_IO_DRAIN`, which the
-//! kernel starts only once every earlier request of that ring has completed. So the batch costs
-//! one `io_uring_enter` and wakes epoll once, with no thread of ours involved.
+//! Batches (`LioCb`) get a small ring of their own, taken from a pool. Their requests go in
+//! unlinked, after an `IORING_OP_TIMEOUT` whose completion count is the batch's size, hard-linked
+//! to one write to the batch's notifier: the kernel completes the timeout when the batch's last
+//! CQE is posted, and the write wakes epoll once. The batch costs one `io_uring_enter`, with no
+//! thread of ours (nor of io_uring's, as `IOSQE_IO_DRAIN` would) woken.
 //!
 //! Rings are created without `IORING_SETUP_DEFER_TASKRUN` (the linked write would then only run
 //! inside `io_uring_enter(GETEVENTS)`, and epoll would never wake) and with `dontfork`, so a
@@ -41,6 +42,11 @@ const TAG_MASK: u64 = 0b11;
 const TAG_OP: u64 = 0;
 const TAG_SIGNAL: u64 = 1;
 const TAG_CANCEL: u64 = 2;
+/// A CQE with nothing to record (a batch's counting timeout).
+const TAG_IGNORE: u64 = 3;
+
+/// The time limit of a batch's counting timeout: never reached in practice (136 years).
+static NEVER: types::Timespec = types::Timespec::new().sec(1 << 32);
 
 /// The value the linked write adds to an eventfd. It must outlive every write: it is static.
 static ONE: u64 = 1;
@@ -234,17 +240,37 @@ impl Ring {
 
     /// Pushes every request (with its linked notifier write) and enters the kernel once per
     /// full submission queue. io_uring accepts every SQE it is given, so all are accepted; a
-    /// request that cannot start (bad fd, …) reports its error in its CQE. With `drain_signal`,
-    /// a write to that notifier follows, flagged `IOSQE_IO_DRAIN`: it runs once every request
-    /// of this ring has completed (a batch ring holds one batch, so that is the batch).
+    /// request that cannot start (bad fd, …) reports its error in its CQE. With `batch_signal`
+    /// (batch rings only, which hold one batch at a time), that notifier is signalled once every
+    /// request of the batch has completed.
     pub(crate) fn submit(
         &self,
         batch: &[Arc<Completion>],
-        drain_signal: Option<&Arc<Notifier>>,
+        batch_signal: Option<&Arc<Notifier>>,
     ) -> Result<usize, Errno> {
         let _sq = lock(&self.sq);
         // SAFETY: `self.sq` is held, so this is the only live handle on the submission queue.
         let mut sq = unsafe { self.ring.submission_shared() };
+        if let Some(n) = batch_signal {
+            // First a timeout that completes once `batch.len()` more CQEs have been posted (its
+            // time limit is never reached), hard-linked to the write that signals the batch. The
+            // kernel counts the completions inline: no worker thread is woken.
+            while sq.capacity().saturating_sub(sq.len()) < 2 {
+                sq.sync();
+                let _ = self.enter_all();
+                let _ = self.ring.submitter().squeue_wait();
+                sq.sync();
+            }
+            let count = opcode::Timeout::new(&NEVER)
+                .count(batch.len() as u32)
+                .build()
+                .flags(squeue::Flags::IO_HARDLINK)
+                .user_data(TAG_IGNORE);
+            self.outstanding.fetch_add(2, Ordering::Relaxed);
+            // SAFETY: the timeout reads the static `NEVER`; the write reads the static `ONE` and
+            // holds the notifier until its CQE.
+            unsafe { sq.push_multiple(&[count, signal_entry(n)]) }.expect("room was made above");
+        }
         for (pushed, c) in batch.iter().enumerate() {
             let data = data_entry(&c.request);
             let signal = c.kernel_signal.as_ref();
@@ -279,18 +305,6 @@ impl Ring {
                 }
                 .expect("room was made above")
             };
-        }
-        if let Some(n) = drain_signal {
-            while sq.is_full() {
-                sq.sync();
-                let _ = self.enter_all();
-                let _ = self.ring.submitter().squeue_wait();
-                sq.sync();
-            }
-            self.outstanding.fetch_add(1, Ordering::Relaxed);
-            let entry = signal_entry(n).flags(squeue::Flags::IO_DRAIN);
-            // SAFETY: the write reads the static `ONE` and holds the notifier until its CQE.
-            unsafe { sq.push(&entry) }.expect("room was made above");
         }
         sq.sync();
         drop(sq);
@@ -456,7 +470,7 @@ fn dispatch(user_data: u64, res: i32) {
             let state = unsafe { Arc::from_raw(ptr as *const CancelState) };
             state.res.store(res, Ordering::Release);
         }
-        _ => unreachable!("user_data tags are 0, 1 or 2"),
+        _ => {} // TAG_IGNORE
     }
 }
 
