@@ -243,7 +243,10 @@ fn lio_eincomplete_then_resubmit() {
             while r == Err(LioError::EINCOMPLETE) {
                 rounds += 1;
                 support::expect_one_event(&mut poll, UDATA);
-                assert!(!liocb.in_progress(), "the event means every started one is done");
+                assert!(
+                    !liocb.in_progress(),
+                    "the event means every started one is done"
+                );
                 r = liocb.resubmit();
             }
             r.unwrap();
