@@ -50,6 +50,9 @@ fn run_loop(options: support::fuse::SlowFsOptions) {
     const LEN: usize = 4096;
     const DELAY: Duration = Duration::from_millis(200);
     const BOUND: Duration = Duration::from_millis(50);
+    // The client's round trip also waits for the client thread to be scheduled, which on a busy
+    // 2-core machine alone has taken 100 ms; still well below a 200 ms stall.
+    const ECHO_BOUND: Duration = Duration::from_millis(150);
     const TICK: Duration = Duration::from_millis(20);
     const LISTENER: Token = Token(1000);
     const CONN: Token = Token(1001);
@@ -179,5 +182,5 @@ fn run_loop(options: support::fuse::SlowFsOptions) {
     );
     assert!(worst_submit < BOUND, "submit blocked for {worst_submit:?}");
     assert!(worst_tick < BOUND, "timer was {worst_tick:?} late");
-    assert!(worst_echo < BOUND, "echo took {worst_echo:?}");
+    assert!(worst_echo < ECHO_BOUND, "echo took {worst_echo:?}");
 }
