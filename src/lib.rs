@@ -68,14 +68,29 @@
 //! examples do: ignore it and poll again. Kernel AIO and the thread pool never cause it.
 //!
 //! # Feature flags
-//! * `tokio` - adds [`SourceApi::register_raw`] and [`SourceApi::deregister_raw`], which
-//!   consumers need to implement tokio's `AioSource` trait.
+#![cfg_attr(
+    feature = "tokio",
+    doc = "* `tokio` - adds the [`tokio`](mod@crate::tokio) module: file operations and batches as
+  futures on a tokio runtime (`AioFileExt::read_at(..).await`, `LioFut`). It also adds
+  [`SourceApi::register_raw`] and [`SourceApi::deregister_raw`], which consumers need to
+  implement tokio's `AioSource` trait."
+)]
+#![cfg_attr(
+    not(feature = "tokio"),
+    doc = "* `tokio` - adds the `tokio` module: file operations and batches as futures on a tokio
+  runtime (`AioFileExt::read_at(..).await`, `LioFut`). It also adds `SourceApi::register_raw`
+  and `SourceApi::deregister_raw`, which consumers need to implement tokio's `AioSource`
+  trait."
+)]
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod lio;
 mod source;
 mod sys;
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod tokio;
 
 pub use lio::{LioCb, LioCbBuilder, LioError, LioOpcode, LioResult};
 pub use nix::errno::Errno;
