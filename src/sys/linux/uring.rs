@@ -94,12 +94,17 @@ pub(crate) const MAX_BATCH_RING: usize = 4095;
 /// Idle batch rings kept for reuse.
 const BATCH_POOL_MAX: usize = 8;
 
-/// A submission that takes this long ran a request inline instead of queueing it: some files
-/// (a FUSE file served with direct I/O but without `FUSE_ASYNC_DIO`, for example) do that.
-/// After one such submission, every later request is queued to io_uring's workers with
-/// `IOSQE_ASYNC`, so the caller's thread cannot be blocked again. `MIO_AIO_URING_ASYNC=1` does it
-/// from the start.
-const BLOCKED_SUBMIT: std::time::Duration = std::time::Duration::from_millis(10);
+/// A submission that takes this long probably ran a request inline instead of queueing it:
+/// some files (a FUSE file served with direct I/O but without `FUSE_ASYNC_DIO`, for example) do
+/// that, for as long as the filesystem takes. After `BLOCKED_STRIKES` such submissions, every
+/// later request is queued to io_uring's workers with `IOSQE_ASYNC`, so the caller's thread is
+/// not blocked again. One strike is not enough: on a loaded machine a thread can be preempted in
+/// the middle of a submission for tens of milliseconds (seen at load 11), and queueing every
+/// request to workers halves the throughput of cached reads. `MIO_AIO_URING_ASYNC=1` queues
+/// them from the start.
+const BLOCKED_SUBMIT: std::time::Duration = std::time::Duration::from_millis(50);
+const BLOCKED_STRIKES: usize = 2;
+static STRIKES: AtomicUsize = AtomicUsize::new(0);
 
 impl std::fmt::Debug for Ring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -319,7 +324,9 @@ impl Ring {
         loop {
             let start = std::time::Instant::now();
             let res = self.ring.submitter().submit();
-            if start.elapsed() >= BLOCKED_SUBMIT {
+            if start.elapsed() >= BLOCKED_SUBMIT
+                && STRIKES.fetch_add(1, Ordering::Relaxed) + 1 >= BLOCKED_STRIKES
+            {
                 FORCE_ASYNC.store(true, Ordering::Relaxed);
             }
             match res {

@@ -1,0 +1,146 @@
+//! The tokio baselines: `tokio::fs::File`, and `spawn_blocking` + `pread`, on a multi-thread
+//! runtime with the default number of workers. QD tasks run concurrently.
+
+use std::{
+    io::{self, SeekFrom},
+    os::unix::fs::FileExt,
+    sync::Arc,
+};
+
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use super::{
+    data,
+    measure::{AlignedBuf, Counter, PhaseFlag, Rng, Window},
+    spec::{Point, Regime, RunError as Error, RunParams, Sample, Workload, BLOCK},
+};
+
+fn runtime() -> io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().build()
+}
+
+/// QD tasks, each with its own `tokio::fs::File` (its own file position): `seek`, then
+/// `read_exact` or `write_all`.
+pub fn run_fs(point: &Point, params: &RunParams) -> Result<Sample, Error> {
+    let rt = runtime()?;
+    let phase = Arc::new(PhaseFlag::default());
+    let mut files = Vec::new();
+    for _ in 0..point.qd {
+        let mut o = tokio::fs::OpenOptions::new();
+        o.read(true).write(true);
+        if point.regime == Regime::Direct {
+            o.custom_flags(libc::O_DIRECT);
+        }
+        files.push(rt.block_on(o.open(&params.file))?);
+    }
+    if point.regime == Regime::Direct {
+        // tokio::fs::File reads and writes through its own buffer, which is not aligned: try
+        // once before spending a whole point on it.
+        let probe = rt.block_on(files[0].read(&mut [0u8; BLOCK]));
+        if let Err(e) = probe {
+            return Err(match e.raw_os_error() {
+                Some(libc::EINVAL) => Error::NotApplicable("EINVAL".into()),
+                _ => Error::Io(e),
+            });
+        }
+    }
+    let tasks: Vec<_> = files
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut file)| {
+            let (phase, workload, blocks, qd) =
+                (phase.clone(), point.workload, params.blocks(), point.qd);
+            rt.spawn(async move {
+                let mut counter = Counter::new(qd);
+                let mut rng = Rng::new(i as u64);
+                let mut buf = vec![0x5a_u8; BLOCK];
+                loop {
+                    let started = counter.start();
+                    file.seek(SeekFrom::Start(rng.offset(blocks))).await?;
+                    match workload {
+                        Workload::RandRead => drop(file.read_exact(&mut buf).await?),
+                        Workload::RandWrite => file.write_all(&buf).await?,
+                    }
+                    if !counter.done(&phase, 1, started) {
+                        file.flush().await?;
+                        return io::Result::Ok(counter);
+                    }
+                }
+            })
+        })
+        .collect();
+    let window = Window::run_timed(&phase, params);
+    let counters = rt.block_on(async {
+        let mut v = Vec::new();
+        for t in tasks {
+            v.push(t.await.map_err(io::Error::other)?);
+        }
+        io::Result::Ok(v)
+    })?;
+    let mut counters_ok = Vec::new();
+    for c in counters {
+        match c {
+            Ok(c) => counters_ok.push(c),
+            // tokio::fs::File reads and writes through its own unaligned buffer.
+            Err(e) if point.regime == Regime::Direct && e.raw_os_error() == Some(libc::EINVAL) => {
+                return Err(Error::NotApplicable("EINVAL".into()))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(window.sample(counters_ok))
+}
+
+/// QD tasks, each sending `pread`/`pwrite` calls on a shared `std::fs::File` to tokio's
+/// blocking pool with `spawn_blocking`, one at a time.
+pub fn run_spawn_blocking(point: &Point, params: &RunParams) -> Result<Sample, Error> {
+    let rt = runtime()?;
+    let phase = Arc::new(PhaseFlag::default());
+    let file = Arc::new(data::open(&params.file, point.regime)?);
+    let tasks: Vec<_> = (0..point.qd)
+        .map(|i| {
+            let (phase, file, workload, blocks, qd) = (
+                phase.clone(),
+                file.clone(),
+                point.workload,
+                params.blocks(),
+                point.qd,
+            );
+            rt.spawn(async move {
+                let mut counter = Counter::new(qd);
+                let mut rng = Rng::new(i as u64);
+                let mut buf = AlignedBuf::new(BLOCK);
+                loop {
+                    let started = counter.start();
+                    let offset = rng.offset(blocks);
+                    let file = file.clone();
+                    let (b, n) = tokio::task::spawn_blocking(move || {
+                        let n = match workload {
+                            Workload::RandRead => file.read_at(buf.as_mut_slice(), offset),
+                            Workload::RandWrite => file.write_at(buf.as_slice(), offset),
+                        };
+                        (buf, n)
+                    })
+                    .await
+                    .map_err(io::Error::other)?;
+                    buf = b;
+                    if n? != BLOCK {
+                        return Err(io::Error::other("short transfer"));
+                    }
+                    if !counter.done(&phase, 1, started) {
+                        return io::Result::Ok(counter);
+                    }
+                }
+            })
+        })
+        .collect();
+    let window = Window::run_timed(&phase, params);
+    let counters = rt.block_on(async {
+        let mut v = Vec::new();
+        for t in tasks {
+            v.push(t.await.map_err(io::Error::other)??);
+        }
+        io::Result::Ok(v)
+    })?;
+    Ok(window.sample(counters))
+}
