@@ -53,10 +53,13 @@ pub trait SourceApi {
 
     /// Asks the operating system to cancel the operation.
     ///
-    /// The operation's event arrives whether or not it was cancelled. Most file systems cannot
-    /// cancel a read or write once it has started: they report
-    /// [`AioCancelStat::AioNotCanceled`] and the operation runs to completion. A cancelled
-    /// operation's [`SourceApi::aio_return`] gives `Err(ECANCELED)`.
+    /// The operation's event arrives whether or not it was cancelled.
+    /// [`AioCancelStat::AioCanceled`] means it was removed before it ran: its
+    /// [`SourceApi::aio_return`] gives `Err(ECANCELED)`. Most file systems cannot cancel a read
+    /// or write once it has started: they report [`AioCancelStat::AioNotCanceled`], and the
+    /// operation ends as it would have, or, if the kernel interrupts it (Linux's io_uring
+    /// workers may), with `ECANCELED` or `EINTR`. [`AioCancelStat::AioAllDone`] means it had
+    /// already ended, however it ended.
     fn cancel(self: Pin<&mut Self>) -> nix::Result<AioCancelStat>;
 
     /// Retrieves the status of an operation: `Err(EINPROGRESS)` while in flight, `Ok(())` once it

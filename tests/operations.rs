@@ -135,9 +135,13 @@ fn cancel_after_submit_still_delivers_the_event() {
     let res = op.as_mut().aio_return();
     match stat {
         AioCancelStat::AioCanceled => assert_eq!(res, Err(Errno::ECANCELED)),
-        AioCancelStat::AioNotCanceled | AioCancelStat::AioAllDone => {
-            assert_eq!(res, Ok(wbuf.len()))
-        }
+        AioCancelStat::AioAllDone => assert_eq!(res, Ok(wbuf.len())),
+        // Could not be removed: it completes, unless the kernel interrupted it.
+        AioCancelStat::AioNotCanceled => assert!(
+            matches!(res, Ok(n) if n == wbuf.len())
+                || matches!(res, Err(Errno::ECANCELED | Errno::EINTR)),
+            "{res:?}"
+        ),
     }
 }
 

@@ -165,10 +165,11 @@ impl Uring {
         self.main.submit(batch, None)
     }
 
-    /// A ring of its own for a batch of `len` requests (plus its drain write), from the pool
+    /// A ring of its own for a batch of `len` requests (plus its signal), from the pool
     /// when one is big enough. It shares the main ring's kernel workers.
     pub(crate) fn batch_ring(&self, len: usize) -> io::Result<Arc<Ring>> {
-        let needed = len + 1;
+        // The batch, plus its counting timeout and signal write.
+        let needed = len + 2;
         {
             let mut pool = self.batch_rings.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(i) = pool.iter().position(|r| r.capacity() >= needed) {
