@@ -2,7 +2,6 @@
 
 use std::{
     io::{self, IoSlice, IoSliceMut},
-    marker::PhantomPinned,
     os::fd::BorrowedFd,
     pin::Pin,
 };
@@ -103,14 +102,18 @@ pub trait SourceApi {
 #[derive(Debug)]
 pub struct Source<T> {
     inner: T,
-    _pinned: PhantomPinned,
+    /// Linux's operations could move, but stay `!Unpin` like FreeBSD's (nix's control blocks
+    /// are `!Unpin`), so that portable code pins them on both systems.
+    #[cfg(target_os = "linux")]
+    _pinned: std::marker::PhantomPinned,
 }
 
 impl<T> Source<T> {
     fn new(inner: T) -> Self {
         Source {
             inner,
-            _pinned: PhantomPinned,
+            #[cfg(target_os = "linux")]
+            _pinned: std::marker::PhantomPinned,
         }
     }
 
