@@ -72,6 +72,7 @@ impl<T: sys::Operation> OpState<Source<T>> {
         // `src` below (pinned) or through `attach_notify_fd`, which does not move it. The other
         // fields are never pinned.
         let this = unsafe { self.get_unchecked_mut() };
+        // SAFETY: as above: `src` stays where it is until the future is dropped.
         let mut src = unsafe { Pin::new_unchecked(&mut this.src) };
         let result = loop {
             match this.phase {

@@ -456,9 +456,15 @@ impl Driver {
                 let completions =
                     self.completions(&requests[..count], None, None, None, Some(&ring));
                 self.in_flight.fetch_add(count, Ordering::Relaxed);
-                let accepted = ring.submit(&completions, notifier).unwrap_or(0);
-                debug_assert_eq!(accepted, count, "a batch ring takes the whole batch");
-                return Ok(completions);
+                return match ring.submit(&completions, notifier) {
+                    // A batch ring has room for the whole batch, so all of it is queued (only a
+                    // failing io_uring_enter could stop it half way, and what is queued runs).
+                    Ok(_) => Ok(completions),
+                    Err(e) => {
+                        self.in_flight.fetch_sub(count, Ordering::Relaxed);
+                        Err(e)
+                    }
+                };
             }
         }
         let group = Group::new(requests.len(), notifier.cloned());

@@ -261,12 +261,7 @@ impl Ring {
             // First a timeout that completes once `batch.len()` more CQEs have been posted (its
             // time limit is never reached), hard-linked to the write that signals the batch. The
             // kernel counts the completions inline: no worker thread is woken.
-            while sq.capacity().saturating_sub(sq.len()) < 2 {
-                sq.sync();
-                let _ = self.enter_all();
-                let _ = self.ring.submitter().squeue_wait();
-                sq.sync();
-            }
+            self.make_room(&mut sq, 2)?;
             let count = opcode::Timeout::new(&NEVER)
                 .count(batch.len() as u32)
                 .build()
@@ -283,16 +278,10 @@ impl Ring {
             let needed = 1 + usize::from(signal.is_some());
             if sq.capacity().saturating_sub(sq.len()) < needed {
                 sq.sync();
-                if let Err(e) = self.enter_all() {
+                if let Err(e) = self.make_room(&mut sq, needed) {
                     // What was pushed stays queued (any later enter consumes it): report it as
                     // accepted, so its buffers stay borrowed until it completes.
                     return if pushed == 0 { Err(e) } else { Ok(pushed) };
-                }
-                sq.sync();
-                // With SQPOLL the kernel thread consumes entries on its own time.
-                while sq.capacity().saturating_sub(sq.len()) < needed {
-                    let _ = self.ring.submitter().squeue_wait();
-                    sq.sync();
                 }
             }
             let mut data = data.user_data(Arc::into_raw(c.clone()) as u64 | TAG_OP);
@@ -318,6 +307,27 @@ impl Ring {
         // next enter (a later submit, or any wait) consumes it.
         let _ = self.enter_all();
         Ok(batch.len())
+    }
+
+    /// Waits until the submission queue has room for `needed` entries. The kernel may consume
+    /// only part of what one enter offers (and with SQPOLL consumes on its own time), so this
+    /// enters again until there is room, instead of trusting a single enter.
+    fn make_room(
+        &self,
+        sq: &mut io_uring::squeue::SubmissionQueue<'_>,
+        needed: usize,
+    ) -> Result<(), Errno> {
+        sq.sync();
+        while sq.capacity().saturating_sub(sq.len()) < needed {
+            self.enter_all()?;
+            if self.ring.params().is_setup_sqpoll() {
+                let _ = self.ring.submitter().squeue_wait();
+            } else {
+                std::thread::yield_now();
+            }
+            sq.sync();
+        }
+        Ok(())
     }
 
     /// Enters the kernel until it has consumed every pushed SQE.
@@ -410,13 +420,8 @@ impl Ring {
             let _sq = lock(&self.sq);
             // SAFETY: `self.sq` is held, so this is the only live handle on the submission queue.
             let mut sq = unsafe { self.ring.submission_shared() };
-            while sq.is_full() {
-                sq.sync();
-                if self.enter_all().is_err() {
-                    return AioCancelStat::AioNotCanceled;
-                }
-                let _ = self.ring.submitter().squeue_wait();
-                sq.sync();
+            if self.make_room(&mut sq, 1).is_err() {
+                return AioCancelStat::AioNotCanceled;
             }
             let entry = opcode::AsyncCancel::new(Arc::as_ptr(c) as u64 | TAG_OP)
                 .build()
