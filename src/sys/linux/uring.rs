@@ -71,10 +71,11 @@ struct CancelState {
 /// One io_uring instance and the locks that share it between threads.
 pub(crate) struct Ring {
     ring: IoUring,
-    /// Serialises pushes to the submission queue (and reads of its flags).
+    /// Serialises every use of the ring's queues: pushes to the submission queue and reaping
+    /// of the completion queue. (Separate locks for the two queues let concurrent submitters
+    /// and reapers corrupt submissions: SQEs ran with stale buffers and others never ran, seen
+    /// as heap corruption and hangs with three threads sharing the ring.)
     sq: Mutex<()>,
-    /// Serialises reaping of the completion queue.
-    cq: Mutex<()>,
     /// CQEs still to come for the SQEs pushed so far: a batch ring is reused only at zero, so no
     /// completion of one batch can reach the next.
     outstanding: AtomicUsize,
@@ -235,7 +236,6 @@ impl Ring {
         Ok(Ring {
             ring,
             sq: Mutex::new(()),
-            cq: Mutex::new(()),
             outstanding: AtomicUsize::new(0),
         })
     }
@@ -356,7 +356,8 @@ impl Ring {
     /// Records every result waiting in the completion queue (and in the kernel's overflow
     /// list). Never blocks on I/O.
     pub(crate) fn reap(&self) {
-        let _cq = lock(&self.cq);
+        // One lock for both queues: see `Ring::sq`.
+        let _guard = lock(&self.sq);
         loop {
             // SAFETY: `self.cq` is held, so this is the only live handle on the completion queue.
             let mut cq = unsafe { self.ring.completion_shared() };
@@ -376,11 +377,14 @@ impl Ring {
         }
     }
 
+    /// Called with `self.sq` held.
     fn cq_overflowed(&self) -> bool {
-        let _sq = lock(&self.sq);
-        // SAFETY: `self.sq` is held; the handle only reads the queue's flags and is dropped
-        // before anyone else can push.
-        unsafe { self.ring.submission_shared() }.cq_overflow()
+        // SAFETY: the caller holds `self.sq`; the handle only reads the queue's flags. It is a
+        // named local so that it is dropped (its Drop stores the tail it read) here, while the
+        // lock is certainly held: as a temporary in a tail expression it would outlive a guard
+        // taken in this function (edition 2021), and store a stale tail after the unlock.
+        let sq = unsafe { self.ring.submission_shared() };
+        sq.cq_overflow()
     }
 
     /// Waits up to one time slice for completions (running the kernel's pending task work for
