@@ -506,6 +506,9 @@ impl Driver {
 
     /// Starts `requests` on the engine, one completion each: `notifier` is signalled for each
     /// (single operations) or, with `group`, once for all (batches).
+    ///
+    /// # Safety
+    /// As for [`Driver::submit_one`], for every request.
     unsafe fn start(
         &'static self,
         requests: &[Request],
