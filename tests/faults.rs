@@ -144,12 +144,7 @@ fn eio_surfaces_on_exactly_the_failing_reads() {
         .zip(offsets)
         .enumerate()
         .map(|(i, (b, off))| {
-            let mut op = ReadAt::read_at(file.as_fd(), off, b, 0);
-            poll.registry()
-                .register(&mut op, Token(i), mio_aio::AIO)
-                .unwrap();
-            let mut op = Box::pin(op);
-            op.as_mut().submit().unwrap();
+            let op = support::start(&poll, ReadAt::read_at(file.as_fd(), off, b, 0), Token(i));
             Some(op)
         })
         .collect();
@@ -356,12 +351,11 @@ fn dropped_operations_never_write_to_reused_fds() {
     let mut victims = Vec::new();
     for i in 0..500 {
         let mut buf = vec![0u8; 65536];
-        let mut op = ReadAt::read_at(src.as_fd(), 0, &mut buf, 0);
-        poll.registry()
-            .register(&mut op, Token(i), mio_aio::AIO)
-            .unwrap();
-        let mut op = Box::pin(op);
-        op.as_mut().submit().unwrap();
+        let op = support::start(
+            &poll,
+            ReadAt::read_at(src.as_fd(), 0, &mut buf, 0),
+            Token(i),
+        );
         drop(op);
         // Numbers freed by the drop are the first to be reused.
         for j in 0..4 {

@@ -176,12 +176,11 @@ fn readv_and_short_read_at_end_of_file() {
     let (mut a, mut b) = (vec![0u8; 3000], vec![0u8; 4096]);
     {
         let mut bufs = [IoSliceMut::new(&mut a), IoSliceMut::new(&mut b)];
-        let mut op = ReadvAt::readv_at(f.as_file().as_fd(), 100, &mut bufs, 0);
-        poll.registry()
-            .register(&mut op, TOKEN, mio_aio::AIO)
-            .unwrap();
-        let mut op = Box::pin(op);
-        op.as_mut().submit().unwrap();
+        let mut op = support::start(
+            &poll,
+            ReadvAt::readv_at(f.as_file().as_fd(), 100, &mut bufs, 0),
+            TOKEN,
+        );
         expect_one_event(&mut poll, TOKEN);
         assert_eq!(op.as_mut().aio_return(), Ok(4900));
     }
@@ -274,34 +273,23 @@ fn write_then_fsync() {
     let mut poll = Poll::new().unwrap();
     let data = pattern(0, 1 << 20);
     {
-        let mut op = WriteAt::write_at(f.as_fd(), 0, &data, 0);
-        poll.registry()
-            .register(&mut op, TOKEN, mio_aio::AIO)
-            .unwrap();
-        let mut op = Box::pin(op);
-        op.as_mut().submit().unwrap();
+        let mut op = support::start(&poll, WriteAt::write_at(f.as_fd(), 0, &data, 0), TOKEN);
         expect_one_event(&mut poll, TOKEN);
         assert_eq!(op.as_mut().aio_return(), Ok(1 << 20));
     }
     {
         let tail = pattern(1 << 20, 300);
         let bufs = [IoSlice::new(&tail[..100]), IoSlice::new(&tail[100..])];
-        let mut op = WritevAt::writev_at(f.as_fd(), 1 << 20, &bufs, 0);
-        poll.registry()
-            .register(&mut op, TOKEN, mio_aio::AIO)
-            .unwrap();
-        let mut op = Box::pin(op);
-        op.as_mut().submit().unwrap();
+        let mut op = support::start(
+            &poll,
+            WritevAt::writev_at(f.as_fd(), 1 << 20, &bufs, 0),
+            TOKEN,
+        );
         expect_one_event(&mut poll, TOKEN);
         assert_eq!(op.as_mut().aio_return(), Ok(300));
     }
     for mode in [AioFsyncMode::O_SYNC, AioFsyncMode::O_DSYNC] {
-        let mut op = Fsync::fsync(f.as_fd(), mode, 0);
-        poll.registry()
-            .register(&mut op, TOKEN, mio_aio::AIO)
-            .unwrap();
-        let mut op = Box::pin(op);
-        op.as_mut().submit().unwrap();
+        let mut op = support::start(&poll, Fsync::fsync(f.as_fd(), mode, 0), TOKEN);
         expect_one_event(&mut poll, TOKEN);
         assert_eq!(op.as_mut().aio_return(), Ok(()));
     }
@@ -324,12 +312,7 @@ fn files_refusing_nowait_still_work() {
         let (res, _) = read_through(&f, 3000, &mut buf);
         assert_eq!(res, Ok(5000));
         assert_eq!(buf, pattern(3000, 5000));
-        let mut op = WriteAt::write_at(f.as_fd(), 8192, b"xyz", 0);
-        poll.registry()
-            .register(&mut op, TOKEN, mio_aio::AIO)
-            .unwrap();
-        let mut op = Box::pin(op);
-        op.as_mut().submit().unwrap();
+        let mut op = support::start(&poll, WriteAt::write_at(f.as_fd(), 8192, b"xyz", 0), TOKEN);
         expect_one_event(&mut poll, TOKEN);
         assert_eq!(op.as_mut().aio_return(), Ok(3));
     }
@@ -339,12 +322,11 @@ fn files_refusing_nowait_still_work() {
         assert_eq!(libc::pipe(fds.as_mut_ptr()), 0, "pipe");
         (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
     };
-    let mut op = Fsync::fsync(r.as_fd(), AioFsyncMode::O_SYNC, 0);
-    poll.registry()
-        .register(&mut op, TOKEN, mio_aio::AIO)
-        .unwrap();
-    let mut op = Box::pin(op);
-    op.as_mut().submit().unwrap();
+    let mut op = support::start(
+        &poll,
+        Fsync::fsync(r.as_fd(), AioFsyncMode::O_SYNC, 0),
+        TOKEN,
+    );
     expect_one_event(&mut poll, TOKEN);
     assert_eq!(op.as_mut().aio_return(), Err(Errno::EINVAL));
 }
@@ -357,12 +339,7 @@ fn cancel_and_check(f: &File, len: usize) -> AioCancelStat {
     let buf = aligned(&mut storage, 4096, len);
     let stat;
     {
-        let mut op = ReadAt::read_at(f.as_fd(), 0, buf, 0);
-        poll.registry()
-            .register(&mut op, TOKEN, mio_aio::AIO)
-            .unwrap();
-        let mut op = Box::pin(op);
-        op.as_mut().submit().unwrap();
+        let mut op = support::start(&poll, ReadAt::read_at(f.as_fd(), 0, buf, 0), TOKEN);
         stat = op.as_mut().cancel().unwrap();
         expect_one_event(&mut poll, TOKEN);
         let res = op.as_mut().aio_return();
@@ -407,12 +384,11 @@ fn drop_in_flight_reads() {
     for _ in 0..3 {
         evict(tmp.as_file());
         let mut buf = vec![0u8; LEN];
-        let mut op = ReadAt::read_at(tmp.as_file().as_fd(), 0, &mut buf, 0);
-        poll.registry()
-            .register(&mut op, TOKEN, mio_aio::AIO)
-            .unwrap();
-        let mut op = Box::pin(op);
-        op.as_mut().submit().unwrap();
+        let op = support::start(
+            &poll,
+            ReadAt::read_at(tmp.as_file().as_fd(), 0, &mut buf, 0),
+            TOKEN,
+        );
         drop(op);
         // The read ran to the end (nothing cancels it once started) or was cancelled whole.
         assert!(buf == pattern(0, LEN) || buf.iter().all(|&b| b == 0));
@@ -443,12 +419,11 @@ fn many_reads_each_with_its_own_event() {
         .iter_mut()
         .enumerate()
         .map(|(i, b)| {
-            let mut op = ReadAt::read_at(f.as_fd(), (i * 4096) as u64, b, 0);
-            poll.registry()
-                .register(&mut op, Token(1000 + i), mio_aio::AIO)
-                .unwrap();
-            let mut op = Box::pin(op);
-            op.as_mut().submit().unwrap();
+            let op = support::start(
+                &poll,
+                ReadAt::read_at(f.as_fd(), (i * 4096) as u64, b, 0),
+                Token(1000 + i),
+            );
             op
         })
         .collect();

@@ -38,12 +38,11 @@ fn drop_in_flight_waits_for_the_kernel() {
     let file = std::fs::File::open(fs.path()).unwrap();
     let mut poll = Poll::new().unwrap();
     let mut buf = vec![0u8; 4096];
-    let mut op = ReadAt::read_at(file.as_fd(), 8192, &mut buf, 0);
-    poll.registry()
-        .register(&mut op, Token(1), mio_aio::AIO)
-        .unwrap();
-    let mut op = Box::pin(op);
-    op.as_mut().submit().unwrap();
+    let op = support::start(
+        &poll,
+        ReadAt::read_at(file.as_fd(), 8192, &mut buf, 0),
+        Token(1),
+    );
     let t = Instant::now();
     drop(op);
     let took = t.elapsed();
@@ -57,12 +56,11 @@ fn drop_in_flight_waits_for_the_kernel() {
     println!("drop took {took:?} (cancelled, or waited for the 200 ms read)");
     // The filesystem is still usable and a new operation completes with its event.
     let mut buf2 = vec![0u8; 16];
-    let mut op = ReadAt::read_at(file.as_fd(), 0, &mut buf2, 0);
-    poll.registry()
-        .register(&mut op, Token(2), mio_aio::AIO)
-        .unwrap();
-    let mut op = Box::pin(op);
-    op.as_mut().submit().unwrap();
+    let mut op = support::start(
+        &poll,
+        ReadAt::read_at(file.as_fd(), 0, &mut buf2, 0),
+        Token(2),
+    );
     support::wait_for(&mut poll, Token(2));
     assert_eq!(op.as_mut().aio_return(), Ok(16));
     drop(op);
@@ -113,12 +111,7 @@ fn submit_on_one_thread_reap_on_another() {
     let mut poll = Poll::new().unwrap();
     let buf: &'static mut [u8] = Box::leak(vec![0u8; 65536].into_boxed_slice());
     let file: &'static std::fs::File = Box::leak(Box::new(f));
-    let mut op = ReadAt::read_at(file.as_fd(), 0, buf, 0);
-    poll.registry()
-        .register(&mut op, Token(5), mio_aio::AIO)
-        .unwrap();
-    let mut op = Box::pin(op);
-    op.as_mut().submit().unwrap();
+    let mut op = support::start(&poll, ReadAt::read_at(file.as_fd(), 0, buf, 0), Token(5));
     let reaped = std::thread::spawn(move || {
         support::wait_for(&mut poll, Token(5));
         op.as_mut().aio_return()
@@ -147,12 +140,11 @@ fn ten_thousand_operations_in_flight() {
         .iter_mut()
         .enumerate()
         .map(|(i, b)| {
-            let mut op = ReadAt::read_at(f.as_fd(), (i * 8) as u64, b, 0);
-            poll.registry()
-                .register(&mut op, Token(i), mio_aio::AIO)
-                .unwrap();
-            let mut op = Box::pin(op);
-            op.as_mut().submit().unwrap();
+            let op = support::start(
+                &poll,
+                ReadAt::read_at(f.as_fd(), (i * 8) as u64, b, 0),
+                Token(i),
+            );
             Some(op)
         })
         .collect();
@@ -188,12 +180,7 @@ fn fork_child_does_not_disturb_the_parent() {
     f.write_all(&[1u8; 1 << 20]).unwrap();
     let mut poll = Poll::new().unwrap();
     let wbuf = vec![2u8; 1 << 20];
-    let mut op = WriteAt::write_at(f.as_fd(), 0, &wbuf, 0);
-    poll.registry()
-        .register(&mut op, Token(1), mio_aio::AIO)
-        .unwrap();
-    let mut op = Box::pin(op);
-    op.as_mut().submit().unwrap();
+    let mut op = support::start(&poll, WriteAt::write_at(f.as_fd(), 0, &wbuf, 0), Token(1));
 
     // SAFETY: the child only runs this crate's code and then `_exit`s; it never returns into the
     // test harness.
@@ -237,12 +224,7 @@ fn crate_descriptors_are_close_on_exec() {
     f.write_all(b"abcd").unwrap();
     let mut poll = Poll::new().unwrap();
     let mut buf = [0u8; 4];
-    let mut op = ReadAt::read_at(f.as_fd(), 0, &mut buf, 0);
-    poll.registry()
-        .register(&mut op, Token(1), mio_aio::AIO)
-        .unwrap();
-    let mut op = Box::pin(op);
-    op.as_mut().submit().unwrap();
+    let mut op = support::start(&poll, ReadAt::read_at(f.as_fd(), 0, &mut buf, 0), Token(1));
     support::wait_for(&mut poll, Token(1));
     let mut checked = 0;
     for entry in std::fs::read_dir("/proc/self/fd").unwrap() {
@@ -289,21 +271,19 @@ fn threads_sharing_the_ring_keep_every_buffer_intact() {
                     for (i, b) in bufs.iter_mut().enumerate() {
                         let off = (block(i) * 4096) as u64;
                         if i % 2 == 0 {
-                            let mut op = ReadAt::read_at(f.as_fd(), off, b, 0);
-                            poll.registry()
-                                .register(&mut op, Token(i), mio_aio::AIO)
-                                .unwrap();
-                            let mut op = Box::pin(op);
-                            op.as_mut().submit().unwrap();
+                            let op = support::start(
+                                &poll,
+                                ReadAt::read_at(f.as_fd(), off, b, 0),
+                                Token(i),
+                            );
                             reads.push((i, op));
                         } else {
                             let src = &data[block(i) * 4096..(block(i) + 1) * 4096];
-                            let mut op = mio_aio::WriteAt::write_at(f.as_fd(), off, src, 0);
-                            poll.registry()
-                                .register(&mut op, Token(i), mio_aio::AIO)
-                                .unwrap();
-                            let mut op = Box::pin(op);
-                            op.as_mut().submit().unwrap();
+                            let op = support::start(
+                                &poll,
+                                mio_aio::WriteAt::write_at(f.as_fd(), off, src, 0),
+                                Token(i),
+                            );
                             writes.push((i, op));
                         }
                     }

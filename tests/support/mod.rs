@@ -186,3 +186,17 @@ pub fn in_child(test: &str, env: &[(&str, &str)], body: impl FnOnce()) {
         eprintln!("{line}");
     }
 }
+
+/// Registers `op` with `poll` under `token` (interest `mio_aio::AIO`), pins it and submits it:
+/// the sequence every single operation goes through.
+pub fn start<S>(poll: &mio::Poll, mut op: S, token: mio::Token) -> std::pin::Pin<Box<S>>
+where
+    S: mio::event::Source + mio_aio::SourceApi,
+{
+    poll.registry()
+        .register(&mut op, token, mio_aio::AIO)
+        .unwrap();
+    let mut op = Box::pin(op);
+    op.as_mut().submit().unwrap();
+    op
+}
