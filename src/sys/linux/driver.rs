@@ -96,7 +96,8 @@ pub(crate) struct Completion {
     /// Notifier signalled from user space when the result is recorded.
     pub user_signal: Option<Arc<Notifier>>,
     pub group: Option<Arc<Group>>,
-    /// The batch ring the request went to (io_uring batches), instead of the engine's own.
+    /// The io_uring ring the request went to: the submitting thread's shared ring, or a batch
+    /// ring. `None` with the other engines.
     pub ring: Option<Arc<uring::Ring>>,
     pub driver: &'static Driver,
     state: AtomicU8,
@@ -536,8 +537,17 @@ impl Driver {
         };
         let kernel_signals_op = kernel_signal.is_some() && reaper.is_none();
         let user_signal = notifier.filter(|_| group.is_none() && !kernel_signals_op);
-        let completions =
-            self.completions(&requests[..count], kernel_signal, user_signal, group, None);
+        let ring = match &self.engine {
+            Engine::Uring(u) => Some(u.ring_for_this_thread()),
+            _ => None,
+        };
+        let completions = self.completions(
+            &requests[..count],
+            kernel_signal,
+            user_signal,
+            group,
+            ring.as_ref(),
+        );
         self.in_flight.fetch_add(count, Ordering::Relaxed);
         let accepted = match self.engine.submit(&completions) {
             Ok(n) => n,

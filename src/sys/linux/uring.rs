@@ -12,6 +12,11 @@
 //! an `Arc<Notifier>` (its own `user_data`, tagged) until its CQE is reaped, so the eventfd is
 //! never closed or lent to another operation while a write may still target its number.
 //!
+//! Single operations go to a few shared rings, one per CPU: each thread keeps to one ring,
+//! whose lock it holds while it pushes its SQEs and enters the kernel, so that threads on
+//! different CPUs never wait for each other, and each thread submits exactly its own requests
+//! (io_uring cancels what a thread submitted, if still pending, when that thread exits).
+//!
 //! Batches (`LioCb`) get a small ring of their own, taken from a pool. Their requests go in
 //! unlinked, after an `IORING_OP_TIMEOUT` whose completion count is the batch's size, hard-linked
 //! to one write to the batch's notifier: the kernel completes the timeout when the batch's last
@@ -23,11 +28,12 @@
 //! child process cannot touch its parent's queues.
 
 use std::{
+    cell::Cell,
     io,
     os::fd::{AsRawFd, RawFd},
     sync::{
         atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering},
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
     },
 };
 
@@ -71,20 +77,55 @@ struct CancelState {
 /// One io_uring instance and the locks that share it between threads.
 pub(crate) struct Ring {
     ring: IoUring,
-    /// Serialises every use of the ring's queues: pushes to the submission queue and reaping
-    /// of the completion queue. (Separate locks for the two queues let concurrent submitters
-    /// and reapers corrupt submissions: SQEs ran with stale buffers and others never ran, seen
-    /// as heap corruption and hangs with three threads sharing the ring.)
+    /// Serialises submissions: pushes to the submission queue and the `io_uring_enter` that
+    /// passes them to the kernel, so that each thread submits exactly the SQEs it pushed.
+    /// io_uring ties a request to the thread that entered it, and cancels what is still
+    /// pending (sockets, pipes, work queued to its workers) when that thread exits: a thread
+    /// must not adopt another's requests, or its exit would cancel them (seen as
+    /// `ECANCELED` on a socket read when another test's thread ended). Only code holding it
+    /// may create a
+    /// `SubmissionQueue` handle, even just to read the queue's flags: a handle reads the tail
+    /// when it is made and stores it back when dropped, so a handle made without this lock
+    /// stores a stale tail over another thread's submissions (that bug lost SQEs and replayed
+    /// stale ones, with freed buffers). The `Submitter` (used to enter the kernel) reads the
+    /// tail atomically and needs no lock.
     sq: Mutex<()>,
+    /// Serialises reaping of the completion queue. Lock order: `cq`, then `sq`.
+    cq: Mutex<()>,
     /// CQEs still to come for the SQEs pushed so far: a batch ring is reused only at zero, so no
-    /// completion of one batch can reach the next.
+    /// completion of one batch can reach the next. Incremented under `sq`, before the push.
     outstanding: AtomicUsize,
+    /// Set (under `sq`) when `outstanding` exceeded the completion queue's size, the only way
+    /// the queue can overflow into the kernel's overflow list; cleared (under `sq`) once the
+    /// list is known to be empty again. While it is clear, reaping need not look at the
+    /// submission queue's overflow flag, so reapers never wait for submitters.
+    overflow_risk: AtomicBool,
 }
 
-/// The engine: a ring shared by single operations, and a pool of rings for batches.
+/// The engine: rings shared by single operations, and a pool of rings for batches.
 pub(crate) struct Uring {
-    main: Ring,
+    /// The rings for single operations (and for batches too large for a ring of their own).
+    /// Each thread submits to one of them, chosen at its first submission, round-robin: a
+    /// ring's lock is held across `io_uring_enter`, in which the kernel runs cached reads
+    /// inline, so threads sharing one ring would take turns (measured: two tokio workers
+    /// reading from the page cache spent 40% of their time waiting for each other). As many
+    /// as there are CPUs (at most `MAX_SHARDS`), created on first use; the first one always
+    /// exists. One only with SQPOLL, which polls each ring with a kernel thread of its own.
+    shards: Box<[OnceLock<Arc<Ring>>]>,
+    /// Completion queue size of the shards after the first.
+    shard_cq_entries: u32,
     batch_rings: Mutex<Vec<Arc<Ring>>>,
+}
+
+/// The most rings for single operations.
+const MAX_SHARDS: usize = 8;
+
+/// The next shard to hand to a thread that has not submitted yet.
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's shard number (modulo the number of shards), once it has submitted.
+    static SHARD: Cell<Option<usize>> = const { Cell::new(None) };
 }
 
 /// Set `IOSQE_ASYNC` on every request: see `BLOCKED_SUBMIT`.
@@ -118,13 +159,16 @@ impl std::fmt::Debug for Ring {
 
 impl std::fmt::Debug for Uring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Uring").field("main", &self.main).finish()
+        let shards: Vec<_> = self.shards.iter().filter_map(OnceLock::get).collect();
+        f.debug_struct("Uring").field("shards", &shards).finish()
     }
 }
 
 impl Uring {
-    /// Sets up the main ring, with room in the completion queue for every operation in flight
-    /// (each may post two CQEs: its own and its notifier write's).
+    /// Sets up the first ring, with room in the completion queue for every operation in flight
+    /// (each may post two CQEs: its own and its notifier write's). Later rings share the room
+    /// out: a thread that puts more in flight on its ring than the ring's completion queue
+    /// holds makes the kernel keep the excess in its overflow list, which reaping flushes.
     pub(crate) fn new(max_in_flight: usize) -> io::Result<Uring> {
         let cq_entries = u32::try_from(max_in_flight.saturating_mul(2))
             .unwrap_or(MAX_CQ_ENTRIES)
@@ -133,13 +177,13 @@ impl Uring {
         let sqpoll_idle_ms: Option<u32> = std::env::var("MIO_AIO_URING_SQPOLL")
             .ok()
             .and_then(|v| v.parse().ok());
-        let main = Ring::new(SQ_ENTRIES, cq_entries, sqpoll_idle_ms, None)?;
+        let first = Ring::new(SQ_ENTRIES, cq_entries, sqpoll_idle_ms, None)?;
         let unsupported = || io::Error::new(io::ErrorKind::Unsupported, "io_uring is too old");
-        if !main.ring.params().is_feature_nodrop() {
+        if !first.ring.params().is_feature_nodrop() {
             return Err(unsupported());
         }
         let mut probe = Probe::new();
-        main.ring.submitter().register_probe(&mut probe)?;
+        first.ring.submitter().register_probe(&mut probe)?;
         let needed = [
             opcode::Read::CODE,
             opcode::Write::CODE,
@@ -155,19 +199,60 @@ impl Uring {
         if std::env::var("MIO_AIO_URING_ASYNC").is_ok_and(|v| v == "1") {
             FORCE_ASYNC.store(true, Ordering::Relaxed);
         }
+        let count = if sqpoll_idle_ms.is_some() {
+            1
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_SHARDS))
+        };
+        let shards: Box<[OnceLock<Arc<Ring>>]> = (0..count).map(|_| OnceLock::new()).collect();
+        let _ = shards[0].set(Arc::new(first));
         Ok(Uring {
-            main,
+            shards,
+            shard_cq_entries: (cq_entries / count as u32)
+                .max(2 * SQ_ENTRIES)
+                .next_power_of_two(),
             batch_rings: Mutex::new(Vec::new()),
         })
     }
 
-    /// Starts single operations on the main ring.
+    fn first(&self) -> &Arc<Ring> {
+        self.shards[0].get().expect("created by Uring::new")
+    }
+
+    /// The ring this thread submits single operations to. If a new ring cannot be created (no
+    /// file descriptor left, say), the first ring serves.
+    pub(crate) fn ring_for_this_thread(&self) -> Arc<Ring> {
+        let n = SHARD
+            .try_with(|s| match s.get() {
+                Some(n) => n,
+                None => {
+                    let n = NEXT_SHARD.fetch_add(1, Ordering::Relaxed);
+                    s.set(Some(n));
+                    n
+                }
+            })
+            // A thread-local destructor submitting: any ring will do.
+            .unwrap_or(0);
+        let slot = &self.shards[n % self.shards.len()];
+        if let Some(ring) = slot.get() {
+            return ring.clone();
+        }
+        let fd = self.first().ring.as_raw_fd();
+        match Ring::new(SQ_ENTRIES, self.shard_cq_entries, None, Some(fd)) {
+            // If another thread created it meanwhile, `set` fails and drops this one unused.
+            Ok(ring) => slot.get_or_init(|| Arc::new(ring)).clone(),
+            Err(_) => self.first().clone(),
+        }
+    }
+
+    /// Starts single operations, all made for the same ring (`Completion::ring`).
     pub(crate) fn submit(&self, batch: &[Arc<Completion>]) -> Result<usize, Errno> {
-        self.main.submit(batch, None)
+        let ring = batch.first().and_then(|c| c.ring.as_ref());
+        ring.unwrap_or_else(|| self.first()).submit(batch, None)
     }
 
     /// A ring of its own for a batch of `len` requests (plus its signal), from the pool
-    /// when one is big enough. It shares the main ring's kernel workers.
+    /// when one is big enough. It shares the first ring's kernel workers.
     pub(crate) fn batch_ring(&self, len: usize) -> io::Result<Arc<Ring>> {
         // The batch, plus its counting timeout and signal write.
         let needed = len + 2;
@@ -178,12 +263,20 @@ impl Uring {
             }
         }
         let entries = needed.next_power_of_two().max(64) as u32;
-        let main_fd = self.main.ring.as_raw_fd();
-        Ring::new(entries, 2 * entries, None, Some(main_fd)).map(Arc::new)
+        let first_fd = self.first().ring.as_raw_fd();
+        Ring::new(entries, 2 * entries, None, Some(first_fd)).map(Arc::new)
     }
 
-    /// Takes back a batch ring once everything it was given has completed.
+    /// Takes back a batch ring once everything it was given has completed. The shared rings
+    /// of single operations are never pooled (nor waited for).
     pub(crate) fn recycle(&self, ring: Arc<Ring>) {
+        if self
+            .shards
+            .iter()
+            .any(|s| s.get().is_some_and(|r| Arc::ptr_eq(r, &ring)))
+        {
+            return;
+        }
         ring.settle();
         if Arc::strong_count(&ring) == 1 {
             let mut pool = self.batch_rings.lock().unwrap_or_else(|e| e.into_inner());
@@ -193,16 +286,22 @@ impl Uring {
         }
     }
 
+    /// Records what every shared ring has finished (the reaper thread's job, for batches
+    /// larger than a batch ring).
     pub(crate) fn reap(&self) {
-        self.main.reap()
+        for ring in self.shards.iter().filter_map(OnceLock::get) {
+            ring.reap();
+        }
     }
 
+    /// Only for completions without a ring (there are none: see `Uring::submit`).
     pub(crate) fn wait(&self, c: &Completion) {
-        self.main.wait(c)
+        self.first().wait(c)
     }
 
+    /// Only for completions without a ring (there are none: see `Uring::submit`).
     pub(crate) fn cancel(&self, c: &Arc<Completion>) -> AioCancelStat {
-        self.main.cancel(c)
+        self.first().cancel(c)
     }
 }
 
@@ -236,7 +335,9 @@ impl Ring {
         Ok(Ring {
             ring,
             sq: Mutex::new(()),
+            cq: Mutex::new(()),
             outstanding: AtomicUsize::new(0),
+            overflow_risk: AtomicBool::new(false),
         })
     }
 
@@ -254,7 +355,8 @@ impl Ring {
         batch: &[Arc<Completion>],
         batch_signal: Option<&Arc<Notifier>>,
     ) -> Result<usize, Errno> {
-        let _sq = lock(&self.sq);
+        // Held until after the enter below: see `Ring::sq`.
+        let _submitting = lock_briefly_held(&self.sq);
         // SAFETY: `self.sq` is held, so this is the only live handle on the submission queue.
         let mut sq = unsafe { self.ring.submission_shared() };
         if let Some(n) = batch_signal {
@@ -267,7 +369,7 @@ impl Ring {
                 .build()
                 .flags(squeue::Flags::IO_HARDLINK)
                 .user_data(TAG_IGNORE);
-            self.outstanding.fetch_add(2, Ordering::Relaxed);
+            self.owe(2);
             // SAFETY: the timeout reads the static `NEVER`; the write reads the static `ONE` and
             // holds the notifier until its CQE.
             unsafe { sq.push_multiple(&[count, signal_entry(n)]) }.expect("room was made above");
@@ -285,7 +387,7 @@ impl Ring {
                 }
             }
             let mut data = data.user_data(Arc::into_raw(c.clone()) as u64 | TAG_OP);
-            self.outstanding.fetch_add(needed, Ordering::Relaxed);
+            self.owe(needed);
             if FORCE_ASYNC.load(Ordering::Relaxed) {
                 data = data.flags(squeue::Flags::ASYNC);
             }
@@ -353,38 +455,54 @@ impl Ring {
         }
     }
 
+    /// Counts `n` more CQEs to come. Called with `self.sq` held, before the SQEs are pushed.
+    fn owe(&self, n: usize) {
+        let owed = self.outstanding.fetch_add(n, Ordering::SeqCst) + n;
+        if owed > self.ring.params().cq_entries() as usize {
+            self.overflow_risk.store(true, Ordering::SeqCst);
+        }
+    }
+
     /// Records every result waiting in the completion queue (and in the kernel's overflow
     /// list). Never blocks on I/O.
     pub(crate) fn reap(&self) {
-        // One lock for both queues: see `Ring::sq`.
-        let _guard = lock(&self.sq);
+        let _cq = lock(&self.cq);
         loop {
             // SAFETY: `self.cq` is held, so this is the only live handle on the completion queue.
             let mut cq = unsafe { self.ring.completion_shared() };
             if cq.is_empty() {
                 drop(cq);
-                if self.cq_overflowed() {
-                    // Flushes the kernel's overflow list into the now empty queue.
-                    let _ = self.ring.submitter().submit_and_wait(0);
+                if self.overflow_risk.load(Ordering::SeqCst) && self.flush_overflow() {
                     continue;
                 }
                 return;
             }
             for cqe in &mut cq {
-                self.outstanding.fetch_sub(1, Ordering::Relaxed);
+                self.outstanding.fetch_sub(1, Ordering::SeqCst);
                 dispatch(cqe.user_data(), cqe.result());
             }
         }
     }
 
-    /// Called with `self.sq` held.
-    fn cq_overflowed(&self) -> bool {
-        // SAFETY: the caller holds `self.sq`; the handle only reads the queue's flags. It is a
-        // named local so that it is dropped (its Drop stores the tail it read) here, while the
-        // lock is certainly held: as a temporary in a tail expression it would outlive a guard
-        // taken in this function (edition 2021), and store a stale tail after the unlock.
+    /// Moves the kernel's overflow list (CQEs that found the completion queue full) into the
+    /// queue; returns whether there was one. Called with `self.cq` held and the queue empty.
+    fn flush_overflow(&self) -> bool {
+        let _sq = lock(&self.sq);
+        // SAFETY: `self.sq` is held; the handle only reads the queue's flags and is dropped
+        // (storing the tail it read) before the lock is released.
         let sq = unsafe { self.ring.submission_shared() };
-        sq.cq_overflow()
+        let overflowed = sq.cq_overflow();
+        drop(sq);
+        if overflowed {
+            let _ = self.ring.submitter().submit_and_wait(0);
+        } else if self.outstanding.load(Ordering::SeqCst)
+            <= self.ring.params().cq_entries() as usize
+        {
+            // No overflow list, and no room for one: `outstanding` only grows under `self.sq`,
+            // which is held, so no submitter can raise it past the size meanwhile.
+            self.overflow_risk.store(false, Ordering::SeqCst);
+        }
+        overflowed
     }
 
     /// Waits up to one time slice for completions (running the kernel's pending task work for
@@ -421,7 +539,7 @@ impl Ring {
             res: AtomicI32::new(PENDING),
         });
         {
-            let _sq = lock(&self.sq);
+            let _submitting = lock_briefly_held(&self.sq);
             // SAFETY: `self.sq` is held, so this is the only live handle on the submission queue.
             let mut sq = unsafe { self.ring.submission_shared() };
             if self.make_room(&mut sq, 1).is_err() {
@@ -435,7 +553,7 @@ impl Ring {
             if unsafe { sq.push(&entry) }.is_err() {
                 return AioCancelStat::AioNotCanceled;
             }
-            self.outstanding.fetch_add(1, Ordering::Relaxed);
+            self.owe(1);
             sq.sync();
             drop(sq);
             if self.enter_all().is_err() {
@@ -456,6 +574,31 @@ impl Ring {
                 AioCancelStat::AioAllDone
             }
             _ => AioCancelStat::AioNotCanceled,
+        }
+    }
+}
+
+/// Locks the submission queue's mutex, which is held for a few microseconds at a time (the
+/// kernel runs a cached read inline during the enter). A contended `Mutex::lock` puts the
+/// waiter to sleep on a futex and makes the owner wake it with another system call, which cost
+/// more than the wait itself (a third of the CPU time of 2 threads reading from the page cache,
+/// measured with perf): spin for up to `SPIN_LIMIT` first, then sleep as usual (the owner may be
+/// blocked in the kernel for long, by a file system that completes reads inline).
+fn lock_briefly_held(m: &Mutex<()>) -> std::sync::MutexGuard<'_, ()> {
+    const SPIN_LIMIT: std::time::Duration = std::time::Duration::from_micros(30);
+    let mut started = None;
+    loop {
+        match m.try_lock() {
+            Ok(guard) => return guard,
+            Err(std::sync::TryLockError::Poisoned(e)) => return e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {}
+        }
+        let started = *started.get_or_insert_with(std::time::Instant::now);
+        if started.elapsed() > SPIN_LIMIT {
+            return lock(m);
+        }
+        for _ in 0..32 {
+            std::hint::spin_loop();
         }
     }
 }
