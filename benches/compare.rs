@@ -3,10 +3,12 @@
 //! `O_DIRECT` and page-cached.
 //!
 //! ```text
-//! cargo bench --bench compare                 # full run (about 50 minutes on a 2-core VM)
-//! cargo bench --bench compare -- --quick      # smoke test, under a minute
-//! cargo bench --bench compare -- --help
+//! cargo bench --features tokio --bench compare               # full run (about an hour, 2-core VM)
+//! cargo bench --features tokio --bench compare -- --quick    # smoke test, about a minute
+//! cargo bench --features tokio --bench compare -- --help
 //! ```
+//!
+//! Without `--features tokio` the rows of mio-aio's tokio layer say "n/a".
 //!
 //! The report goes to stdout and to `target/bench-results.md`; BENCHMARKS.md explains the
 //! method. Each point of mio-aio, tokio and the thread baseline runs in a child process (this

@@ -13,4 +13,4 @@ cd "$(dirname "$0")/.."
 command -v fio >/dev/null || echo "note: fio is not on PATH; its rows will be SKIPPED" >&2
 command -v fincore >/dev/null || echo "note: fincore is not on PATH; residency is not checked" >&2
 mkdir -p target
-cargo bench --bench compare -- "$@" 2> >(tee target/bench-progress.log >&2)
+cargo bench --features tokio --bench compare -- "$@" 2> >(tee target/bench-progress.log >&2)

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use super::spec::{Point, Regime, Workload};
 
 pub const USAGE: &str = "\
-usage: cargo bench --bench compare -- [--quick] [--file PATH] [--secs N] [--reps N] [--only PATTERN]
+usage: cargo bench --features tokio --bench compare -- [--quick] [--file PATH] [--secs N] [--reps N] [--only PATTERN]
 
   --quick         a smoke test (< 60 s): QD1 and QD32, 0.1 s per point, one repetition
   --file PATH     the file to work on (default: target/bench-data/bench1g, 1 GiB of random
@@ -74,7 +74,11 @@ impl Options {
                 other => return Err(format!("unknown argument {other:?}")),
             }
         }
-        let mut command = String::from("cargo bench --bench compare");
+        let mut command = String::from(if cfg!(feature = "tokio") {
+            "cargo bench --features tokio --bench compare"
+        } else {
+            "cargo bench --bench compare"
+        });
         let shown: Vec<&String> = args.iter().filter(|a| *a != "--bench").collect();
         if !shown.is_empty() {
             command.push_str(" --");

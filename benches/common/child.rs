@@ -13,7 +13,7 @@ use std::{
 
 use super::{
     mio_method,
-    spec::{Method, Outcome, Point, Regime, RunError, RunParams, Sample, Workload},
+    spec::{Method, MioApi, Outcome, Point, Regime, RunError, RunParams, Sample, Workload},
     threads_method, tokio_method,
 };
 
@@ -117,6 +117,7 @@ pub fn main(args: &[String]) -> i32 {
         return 2;
     };
     let result = match point.method {
+        Method::Mio(MioApi::Tokio, backend) => tokio_method::run_aio(backend, &point, &params),
         Method::Mio(api, backend) => {
             mio_method::run(api, backend, &point, &params).map_err(Into::into)
         }

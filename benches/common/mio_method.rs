@@ -66,6 +66,7 @@ pub fn run(
             units.push(Box::pin(ctx.batches(Token(0), a, 0)));
             units.push(Box::pin(ctx.batches(Token(1), b, 1)));
         }
+        MioApi::Tokio => return Err(io::Error::other("the tokio layer runs in tokio_method")),
     }
     let (window, counters, interrupted) = event_loop(&mut poll, units, &phase, params)?;
     let mut sample = window.sample(counters);

@@ -150,6 +150,9 @@ pub enum MioApi {
     /// Two `LioCb`s of QD/2 operations each, pipelined: when one completes it is replaced while
     /// the other is in flight.
     HalfBatches,
+    /// The async layer (`mio_aio::tokio::AioFileExt`) on a multi-thread tokio runtime: QD
+    /// tasks, each awaiting one `read_at`/`write_at` after another. Needs `--features tokio`.
+    Tokio,
 }
 
 /// A fio I/O engine.
@@ -199,6 +202,9 @@ impl Method {
             }
         }
         v.push(Method::Mio(MioApi::HalfBatches, MioBackend::available()[0]));
+        for &b in MioBackend::available() {
+            v.push(Method::Mio(MioApi::Tokio, b));
+        }
         if cfg!(target_os = "linux") {
             v.push(Method::Fio(FioEngine::IoUring));
             v.push(Method::Fio(FioEngine::Libaio));
@@ -218,7 +224,12 @@ impl Method {
             MioBackend::Threads,
             MioBackend::PosixAio,
         ];
-        let apis = [MioApi::PerOp, MioApi::Batch, MioApi::HalfBatches];
+        let apis = [
+            MioApi::PerOp,
+            MioApi::Batch,
+            MioApi::HalfBatches,
+            MioApi::Tokio,
+        ];
         let engines = [
             FioEngine::IoUring,
             FioEngine::Libaio,
@@ -239,6 +250,7 @@ impl Method {
                     MioApi::PerOp => "perop",
                     MioApi::Batch => "batch",
                     MioApi::HalfBatches => "halves",
+                    MioApi::Tokio => "tokio",
                 };
                 format!("mio-{api}-{}", b.name())
             }
@@ -259,6 +271,7 @@ impl Method {
             Method::Mio(MioApi::PerOp, b) => format!("mio-aio per-op ({})", b.name()),
             Method::Mio(MioApi::Batch, b) => format!("mio-aio batch ({})", b.name()),
             Method::Mio(MioApi::HalfBatches, b) => format!("mio-aio 2×½ batches ({})", b.name()),
+            Method::Mio(MioApi::Tokio, b) => format!("mio-aio tokio AioFileExt ({})", b.name()),
             Method::Fio(FioEngine::Psync) => "fio psync (numjobs=QD)".into(),
             Method::Fio(e) => format!("fio {}", e.name()),
             Method::TokioFs => "tokio::fs::File".into(),

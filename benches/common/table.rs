@@ -246,7 +246,8 @@ impl Report<'_> {
         let (c, d, rr) = (Regime::Cached, Regime::Direct, Workload::RandRead);
         let cpu = self.stats(per_op, c, rr, rq).map(|s| s.cpu_us);
         let sqpoll = Method::Mio(MioApi::PerOp, MioBackend::IoUringSqpoll);
-        let rows: [(String, Option<f64>, f64, bool); 7] = [
+        let tokio = Method::Mio(MioApi::Tokio, MioBackend::available()[0]);
+        let rows: [(String, Option<f64>, f64, bool); 9] = [
             (
                 format!("{per_op}, cached QD{rq} ÷ fio io_uring"),
                 self.ratio(per_op, fio_uring, c, rr, rq),
@@ -281,6 +282,18 @@ impl Report<'_> {
                 format!("{per_op}, cached QD{rq} ÷ tokio::fs"),
                 self.ratio(per_op, Method::TokioFs, c, rr, rq),
                 7.0,
+                true,
+            ),
+            (
+                format!("{tokio}, cached QD{rq} ÷ tokio spawn_blocking+pread"),
+                self.ratio(tokio, Method::SpawnBlocking, c, rr, rq),
+                3.0,
+                true,
+            ),
+            (
+                format!("{tokio}, cached QD{rq} ÷ tokio::fs"),
+                self.ratio(tokio, Method::TokioFs, c, rr, rq),
+                6.0,
                 true,
             ),
             (

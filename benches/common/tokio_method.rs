@@ -1,5 +1,6 @@
-//! The tokio baselines: `tokio::fs::File`, and `spawn_blocking` + `pread`, on a multi-thread
-//! runtime with the default number of workers. QD tasks run concurrently.
+//! tokio: mio-aio's async layer (`mio_aio::tokio::AioFileExt`) and the baselines a tokio user
+//! would otherwise pick, `tokio::fs::File` and `spawn_blocking` + `pread`. All on a
+//! multi-thread runtime with the default number of workers; QD tasks run concurrently.
 
 use std::{
     io::{self, SeekFrom},
@@ -12,11 +13,75 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use super::{
     data,
     measure::{AlignedBuf, Counter, PhaseFlag, Rng, Window},
-    spec::{Point, Regime, RunError as Error, RunParams, Sample, Workload, BLOCK},
+    spec::{MioBackend, Point, Regime, RunError as Error, RunParams, Sample, Workload, BLOCK},
 };
 
 fn runtime() -> io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().build()
+}
+
+/// QD tasks on one shared `std::fs::File`, each awaiting `AioFileExt::read_at` (or
+/// `write_at`) on its own aligned buffer, one operation after another.
+#[cfg(feature = "tokio")]
+pub fn run_aio(backend: MioBackend, point: &Point, params: &RunParams) -> Result<Sample, Error> {
+    use mio_aio::tokio::AioFileExt;
+
+    backend.select()?;
+    // `enable_io`: the layer waits on tokio's reactor.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_io()
+        .build()?;
+    let phase = Arc::new(PhaseFlag::default());
+    let file = Arc::new(data::open(&params.file, point.regime)?);
+    let tasks: Vec<_> = (0..point.qd)
+        .map(|i| {
+            let (phase, file, workload, blocks, qd) = (
+                phase.clone(),
+                file.clone(),
+                point.workload,
+                params.blocks(),
+                point.qd,
+            );
+            rt.spawn(async move {
+                let mut counter = Counter::new(qd);
+                let mut rng = Rng::new(i as u64);
+                let mut buf = AlignedBuf::new(BLOCK);
+                loop {
+                    let started = counter.start();
+                    let offset = rng.offset(blocks);
+                    let n = match workload {
+                        Workload::RandRead => {
+                            AioFileExt::read_at(&*file, buf.as_mut_slice(), offset).await?
+                        }
+                        Workload::RandWrite => {
+                            AioFileExt::write_at(&*file, buf.as_slice(), offset).await?
+                        }
+                    };
+                    if n != BLOCK {
+                        return Err(io::Error::other(format!("short transfer: {n} bytes")));
+                    }
+                    if !counter.done(&phase, 1, started) {
+                        return io::Result::Ok(counter);
+                    }
+                }
+            })
+        })
+        .collect();
+    let window = Window::run_timed(&phase, params);
+    let counters = rt.block_on(async {
+        let mut v = Vec::new();
+        for t in tasks {
+            v.push(t.await.map_err(io::Error::other)??);
+        }
+        io::Result::Ok(v)
+    })?;
+    Ok(window.sample(counters))
+}
+
+/// Without the `tokio` feature the layer does not exist: its rows say so.
+#[cfg(not(feature = "tokio"))]
+pub fn run_aio(_: MioBackend, _: &Point, _: &RunParams) -> Result<Sample, Error> {
+    Err(Error::NotApplicable("needs --features tokio".into()))
 }
 
 /// QD tasks, each with its own `tokio::fs::File` (its own file position): `seek`, then
