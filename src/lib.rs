@@ -67,6 +67,16 @@
 //! [`std::io::ErrorKind::Interrupted`], which mio passes to the caller. Handle it as mio's own
 //! examples do: ignore it and poll again. Kernel AIO and the thread pool never cause it.
 //!
+//! # Threads that exit (Linux, io_uring)
+//! io_uring ties each request to the thread that submitted it, and when that thread exits
+//! the kernel cancels its requests that are still waiting: reads from a socket or pipe with
+//! no data yet, and requests queued to io_uring's worker threads (which run, for example,
+//! syncs and the reads of some FUSE file systems). Such an operation completes with
+//! [`Errno::ECANCELED`]; its event still arrives. Reads and writes of regular files that the
+//! kernel has started are not affected. Submit from threads that live as long as their
+//! operations (an event loop, a tokio worker), or use the kernel AIO or thread-pool backend,
+//! which have no such tie (nor has FreeBSD).
+//!
 //! # Feature flags
 #![cfg_attr(
     feature = "tokio",

@@ -248,9 +248,11 @@ fn crate_descriptors_are_close_on_exec() {
     assert_eq!(op.as_mut().aio_return(), Ok(4));
 }
 
-/// Three threads, each with its own `Poll`, submitting and reaping reads and writes on the one
-/// shared ring at once. Before the ring's queues shared one lock, this corrupted the heap or
-/// hung within seconds (a read ran into a buffer freed after an earlier round).
+/// Three threads, each with its own `Poll`, submitting and reaping reads and writes at once.
+/// io_uring gives each thread one of its per-CPU rings (as many as CPUs, at most 8), so with
+/// fewer than three CPUs two of the threads share a ring; and each thread's operations are
+/// reaped by the others too. (This test passed even while a stale submission-queue tail
+/// corrupted SQEs of threads sharing a ring: tests/stress.rs is what caught that.)
 #[test]
 fn threads_sharing_the_ring_keep_every_buffer_intact() {
     use std::sync::Arc;
@@ -318,5 +320,36 @@ fn threads_sharing_the_ring_keep_every_buffer_intact() {
         .collect();
     for t in threads {
         t.join().unwrap();
+    }
+}
+
+/// An operation outlives the thread that submitted it: its event still arrives in the loop
+/// that registered it. io_uring, which ties each request to the submitting thread, cancels a
+/// request that is still waiting when that thread exits (here a socket read with no data yet):
+/// it completes with `ECANCELED`, as the crate documentation ("Threads that exit") says. Kernel
+/// AIO and the thread pool complete it with the data sent afterwards.
+#[cfg(target_os = "linux")]
+#[test]
+fn operation_outlives_the_thread_that_submitted_it() {
+    use std::os::unix::net::UnixStream;
+    let (ours, mut peer) = UnixStream::pair().unwrap();
+    let mut poll = Poll::new().unwrap();
+    let mut buf = [0u8; 16];
+    let mut op = std::thread::scope(|s| {
+        let (poll, fd, buf) = (&poll, ours.as_fd(), &mut buf);
+        s.spawn(move || support::start(poll, ReadAt::read_at(fd, 0, buf, 0), Token(3)))
+            .join()
+            .unwrap()
+    });
+    // The submitting thread has exited.
+    peer.write_all(b"hello").unwrap();
+    support::wait_for(&mut poll, Token(3));
+    let result = op.as_mut().aio_return();
+    drop(op);
+    if mio_aio::backend().unwrap() == mio_aio::Backend::IoUring {
+        assert_eq!(result, Err(mio_aio::Errno::ECANCELED));
+    } else {
+        assert_eq!(result, Ok(5));
+        assert_eq!(&buf[..5], b"hello");
     }
 }
