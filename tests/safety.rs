@@ -171,6 +171,82 @@ fn ten_thousand_operations_in_flight() {
     assert!(bufs.iter().flatten().eq(data.iter()));
 }
 
+/// More completions than a ring's completion queue holds: with io_uring the kernel keeps the
+/// excess in its overflow list, and reaping must flush it, or operations whose events arrived
+/// would stay "in progress" for ever. The second thread to submit gets the second ring (one
+/// per CPU), whose queue is sized for its share of `MIO_AIO_MAX_IN_FLIGHT`: here 1024 entries,
+/// for 900 cached reads that each post two.
+#[test]
+fn completion_queue_overflow_loses_no_result() {
+    const N: usize = 900;
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        return support::skip("one CPU: io_uring uses a single ring, sized for every operation");
+    }
+    support::in_child(
+        "completion_queue_overflow_loses_no_result",
+        &[("MIO_AIO_MAX_IN_FLIGHT", "1024")],
+        || {
+            let limit = support::raise_nofile_limit().unwrap();
+            if limit < N as u64 + 200 {
+                return support::skip(&format!(
+                    "RLIMIT_NOFILE hard limit {limit} is below {N} + 200"
+                ));
+            }
+            let data: Vec<u8> = (0..N * 8).map(|i| (i / 8) as u8).collect();
+            let mut f = tempfile::tempfile().unwrap();
+            f.write_all(&data).unwrap();
+            let mut poll = Poll::new().unwrap();
+            // Another thread submits first, so this one gets the second ring.
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    let mut b = [0u8; 8];
+                    let mut op =
+                        support::start(&poll, ReadAt::read_at(f.as_fd(), 0, &mut b, 0), Token(N));
+                    while op.as_mut().error() == Err(mio_aio::Errno::EINPROGRESS) {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    assert_eq!(op.as_mut().aio_return(), Ok(8));
+                });
+            });
+            let mut bufs = vec![[0u8; 8]; N];
+            let mut ops: Vec<Option<Pin<Box<ReadAt>>>> = bufs
+                .iter_mut()
+                .enumerate()
+                .map(|(i, b)| {
+                    let op = ReadAt::read_at(f.as_fd(), (i * 8) as u64, b, 0);
+                    Some(support::start(&poll, op, Token(i)))
+                })
+                .collect();
+            let mut events = Events::with_capacity(1024);
+            let mut done = 0;
+            let start = Instant::now();
+            while done < N {
+                assert!(
+                    start.elapsed() < Duration::from_secs(30),
+                    "only {done} of {N} results"
+                );
+                match poll.poll(&mut events, Some(Duration::from_secs(1))) {
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    r => r.unwrap(),
+                }
+                for ev in events.iter().filter(|ev| ev.token().0 < N) {
+                    let op = ops[ev.token().0].as_mut().expect("one event per operation");
+                    assert_eq!(
+                        op.as_mut().aio_return(),
+                        Ok(8),
+                        "operation {}",
+                        ev.token().0
+                    );
+                    ops[ev.token().0] = None;
+                    done += 1;
+                }
+            }
+            drop(ops);
+            assert!(bufs.iter().flatten().eq(data.iter()));
+        },
+    );
+}
+
 /// After `fork`, the child can drop the operations it inherited and run its own, without
 /// disturbing the parent's operation in flight.
 #[cfg(target_os = "linux")]

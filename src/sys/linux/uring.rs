@@ -477,10 +477,16 @@ impl Ring {
                 }
                 return;
             }
+            let mut reaped = 0;
             for cqe in &mut cq {
-                self.outstanding.fetch_sub(1, Ordering::SeqCst);
+                reaped += 1;
                 dispatch(cqe.user_data(), cqe.result());
             }
+            // Give the slots back to the kernel before they stop counting as owed: otherwise
+            // a submitter could see room (`owe`) in a queue the kernel still sees full, and
+            // the kernel would overflow it with `overflow_risk` clear.
+            cq.sync();
+            self.outstanding.fetch_sub(reaped, Ordering::SeqCst);
         }
     }
 
