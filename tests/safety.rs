@@ -148,27 +148,35 @@ fn ten_thousand_operations_in_flight() {
             Some(op)
         })
         .collect();
+    complete_reads_of_8(&mut poll, &mut ops);
+    drop(ops);
+    assert!(bufs.iter().flatten().eq(data.iter()));
+}
+
+/// Polls until every operation of `ops` (its token is its index) has had its event, and
+/// checks that each read 8 bytes. Events of other tokens are ignored.
+fn complete_reads_of_8(poll: &mut Poll, ops: &mut [Option<Pin<Box<ReadAt>>>]) {
+    let n = ops.len();
     let mut events = Events::with_capacity(1024);
     let mut done = 0;
     let start = Instant::now();
-    while done < N {
+    while done < n {
         assert!(
             start.elapsed() < Duration::from_secs(60),
-            "only {done} of {N} events"
+            "only {done} of {n} events"
         );
         match poll.poll(&mut events, Some(Duration::from_secs(5))) {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             r => r.unwrap(),
         }
-        for ev in events.iter() {
-            let op = ops[ev.token().0].as_mut().expect("one event per operation");
-            assert_eq!(op.as_mut().aio_return(), Ok(8));
-            ops[ev.token().0] = None;
+        for ev in events.iter().filter(|ev| ev.token().0 < n) {
+            let i = ev.token().0;
+            let op = ops[i].as_mut().expect("one event per operation");
+            assert_eq!(op.as_mut().aio_return(), Ok(8), "operation {i}");
+            ops[i] = None;
             done += 1;
         }
     }
-    drop(ops);
-    assert!(bufs.iter().flatten().eq(data.iter()));
 }
 
 /// More completions than a ring's completion queue holds: with io_uring the kernel keeps the
@@ -217,30 +225,7 @@ fn completion_queue_overflow_loses_no_result() {
                     Some(support::start(&poll, op, Token(i)))
                 })
                 .collect();
-            let mut events = Events::with_capacity(1024);
-            let mut done = 0;
-            let start = Instant::now();
-            while done < N {
-                assert!(
-                    start.elapsed() < Duration::from_secs(30),
-                    "only {done} of {N} results"
-                );
-                match poll.poll(&mut events, Some(Duration::from_secs(1))) {
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    r => r.unwrap(),
-                }
-                for ev in events.iter().filter(|ev| ev.token().0 < N) {
-                    let op = ops[ev.token().0].as_mut().expect("one event per operation");
-                    assert_eq!(
-                        op.as_mut().aio_return(),
-                        Ok(8),
-                        "operation {}",
-                        ev.token().0
-                    );
-                    ops[ev.token().0] = None;
-                    done += 1;
-                }
-            }
+            complete_reads_of_8(&mut poll, &mut ops);
             drop(ops);
             assert!(bufs.iter().flatten().eq(data.iter()));
         },

@@ -27,55 +27,19 @@ pub fn run_aio(backend: MioBackend, point: &Point, params: &RunParams) -> Result
     use mio_aio::tokio::AioFileExt;
 
     backend.select()?;
-    // `enable_io`: the layer waits on tokio's reactor.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_io()
-        .build()?;
-    let phase = Arc::new(PhaseFlag::default());
-    let file = Arc::new(data::open(&params.file, point.regime)?);
-    let tasks: Vec<_> = (0..point.qd)
-        .map(|i| {
-            let (phase, file, workload, blocks, qd) = (
-                phase.clone(),
-                file.clone(),
-                point.workload,
-                params.blocks(),
-                point.qd,
-            );
-            rt.spawn(async move {
-                let mut counter = Counter::new(qd);
-                let mut rng = Rng::new(i as u64);
-                let mut buf = AlignedBuf::new(BLOCK);
-                loop {
-                    let started = counter.start();
-                    let offset = rng.offset(blocks);
-                    let n = match workload {
-                        Workload::RandRead => {
-                            AioFileExt::read_at(&*file, buf.as_mut_slice(), offset).await?
-                        }
-                        Workload::RandWrite => {
-                            AioFileExt::write_at(&*file, buf.as_slice(), offset).await?
-                        }
-                    };
-                    if n != BLOCK {
-                        return Err(io::Error::other(format!("short transfer: {n} bytes")));
-                    }
-                    if !counter.done(&phase, 1, started) {
-                        return io::Result::Ok(counter);
-                    }
+    run_tasks(
+        point,
+        params,
+        |file, workload, mut buf, offset| async move {
+            let n = match workload {
+                Workload::RandRead => {
+                    AioFileExt::read_at(&*file, buf.as_mut_slice(), offset).await?
                 }
-            })
-        })
-        .collect();
-    let window = Window::run_timed(&phase, params);
-    let counters = rt.block_on(async {
-        let mut v = Vec::new();
-        for t in tasks {
-            v.push(t.await.map_err(io::Error::other)??);
-        }
-        io::Result::Ok(v)
-    })?;
-    Ok(window.sample(counters))
+                Workload::RandWrite => AioFileExt::write_at(&*file, buf.as_slice(), offset).await?,
+            };
+            Ok((buf, n))
+        },
+    )
 }
 
 /// Without the `tokio` feature the layer does not exist: its rows say so.
@@ -159,18 +123,40 @@ pub fn run_fs(point: &Point, params: &RunParams) -> Result<Sample, Error> {
 /// QD tasks, each sending `pread`/`pwrite` calls on a shared `std::fs::File` to tokio's
 /// blocking pool with `spawn_blocking`, one at a time.
 pub fn run_spawn_blocking(point: &Point, params: &RunParams) -> Result<Sample, Error> {
-    let rt = runtime()?;
+    run_tasks(
+        point,
+        params,
+        |file, workload, mut buf, offset| async move {
+            tokio::task::spawn_blocking(move || {
+                let n = match workload {
+                    Workload::RandRead => file.read_at(buf.as_mut_slice(), offset),
+                    Workload::RandWrite => file.write_at(buf.as_slice(), offset),
+                };
+                n.map(|n| (buf, n))
+            })
+            .await
+            .map_err(io::Error::other)?
+        },
+    )
+}
+
+/// Runs QD tasks on a multi-thread runtime (default workers, I/O enabled), each its own
+/// aligned buffer, calling `op(file, workload, buffer, offset)` one operation after another
+/// on one shared file until the window closes. `op` gives the buffer back with the count.
+fn run_tasks<F, Fut>(point: &Point, params: &RunParams, op: F) -> Result<Sample, Error>
+where
+    F: Fn(Arc<std::fs::File>, Workload, AlignedBuf, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = io::Result<(AlignedBuf, usize)>> + Send,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_io()
+        .build()?;
     let phase = Arc::new(PhaseFlag::default());
     let file = Arc::new(data::open(&params.file, point.regime)?);
     let tasks: Vec<_> = (0..point.qd)
         .map(|i| {
-            let (phase, file, workload, blocks, qd) = (
-                phase.clone(),
-                file.clone(),
-                point.workload,
-                params.blocks(),
-                point.qd,
-            );
+            let (phase, file, op) = (phase.clone(), file.clone(), op.clone());
+            let (workload, blocks, qd) = (point.workload, params.blocks(), point.qd);
             rt.spawn(async move {
                 let mut counter = Counter::new(qd);
                 let mut rng = Rng::new(i as u64);
@@ -178,19 +164,10 @@ pub fn run_spawn_blocking(point: &Point, params: &RunParams) -> Result<Sample, E
                 loop {
                     let started = counter.start();
                     let offset = rng.offset(blocks);
-                    let file = file.clone();
-                    let (b, n) = tokio::task::spawn_blocking(move || {
-                        let n = match workload {
-                            Workload::RandRead => file.read_at(buf.as_mut_slice(), offset),
-                            Workload::RandWrite => file.write_at(buf.as_slice(), offset),
-                        };
-                        (buf, n)
-                    })
-                    .await
-                    .map_err(io::Error::other)?;
+                    let (b, n) = op(file.clone(), workload, buf, offset).await?;
                     buf = b;
-                    if n? != BLOCK {
-                        return Err(io::Error::other("short transfer"));
+                    if n != BLOCK {
+                        return Err(io::Error::other(format!("short transfer: {n} bytes")));
                     }
                     if !counter.done(&phase, 1, started) {
                         return io::Result::Ok(counter);
