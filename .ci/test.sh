@@ -24,6 +24,9 @@ fi
 cargo build --all-features --tests --examples --quiet
 run MIO_AIO_BACKEND=auto
 run MIO_AIO_BACKEND=io_uring
+# The same without the cached-read shortcut (`nowait.rs`), so that io_uring's own read path
+# (SQE + linked eventfd write) keeps being tested on page-cached files too.
+run MIO_AIO_BACKEND=io_uring MIO_AIO_CACHED_READS=0
 run MIO_AIO_BACKEND=kaio
 run MIO_AIO_BACKEND=threads
 

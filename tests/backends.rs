@@ -99,3 +99,25 @@ fn forced_io_uring_refused_is_an_error() {
         assert_eq!(op.as_mut().submit(), Err(Errno::EPERM));
     });
 }
+
+/// Whatever the backend, a single read of data in the page cache is done by `submit` itself
+/// (`preadv2(RWF_NOWAIT)`, see `MIO_AIO_CACHED_READS`), and its event still comes, once, with
+/// its token. The file lives in the build directory: a disk file system, where `RWF_NOWAIT`
+/// reads are supported (tmpfs refuses them on older kernels).
+#[test]
+fn cached_read_is_done_by_submit() {
+    if std::env::var("MIO_AIO_CACHED_READS").is_ok_and(|v| v == "0") {
+        return support::skip("MIO_AIO_CACHED_READS=0 sends every read to the backend");
+    }
+    let mut f = tempfile::tempfile_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    f.write_all(b"0123456789").unwrap();
+    let mut poll = Poll::new().unwrap();
+    let mut buf = [0u8; 4];
+    let op = ReadAt::read_at(f.as_fd(), 3, &mut buf, 0);
+    let mut op = support::start(&poll, op, Token(5));
+    assert_eq!(op.as_mut().error(), Ok(()), "not done when submit returned");
+    support::expect_one_event(&mut poll, Token(5));
+    assert_eq!(op.as_mut().aio_return(), Ok(4));
+    drop(op);
+    assert_eq!(&buf, b"3456");
+}

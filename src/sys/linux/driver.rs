@@ -21,6 +21,7 @@ use nix::{errno::Errno, sys::aio::AioCancelStat};
 use super::{
     kaio::Kaio,
     notify::{Notifier, NotifierPool},
+    nowait,
     threads::ThreadPool,
     uring::{self, Uring},
     Backend,
@@ -194,7 +195,22 @@ pub(crate) enum Engine {
 
 impl Engine {
     /// Starts `batch`, all or a prefix: returns how many were accepted (0 with an error).
-    fn submit(&self, batch: &[Arc<Completion>]) -> Result<usize, Errno> {
+    ///
+    /// # Safety
+    /// As for [`Driver::submit_one`], for every request.
+    unsafe fn submit(&self, batch: &[Arc<Completion>]) -> Result<usize, Errno> {
+        if let [c] = batch {
+            // A single read from the page cache is done here and now: kernel AIO would do
+            // the same work inside `io_submit`, the pool on a worker (see `nowait`).
+            // SAFETY: the caller's contract covers the request's buffers.
+            if let Some(res) = unsafe { nowait::read_cached(&c.request) } {
+                c.finish(res);
+                if let (Engine::Uring(_), Some(n)) = (self, &c.kernel_signal) {
+                    n.signal();
+                }
+                return Ok(1);
+            }
+        }
         match self {
             Engine::Uring(e) => e.submit(batch),
             Engine::Kaio(e) => e.submit(batch),
@@ -549,7 +565,8 @@ impl Driver {
             ring.as_ref(),
         );
         self.in_flight.fetch_add(count, Ordering::Relaxed);
-        let accepted = match self.engine.submit(&completions) {
+        // SAFETY: this function's contract covers every request.
+        let accepted = match unsafe { self.engine.submit(&completions) } {
             Ok(n) => n,
             Err(e) => {
                 self.in_flight.fetch_sub(count, Ordering::Relaxed);

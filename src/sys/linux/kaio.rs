@@ -18,6 +18,8 @@
 //! procfs, sysfs, FUSE, …). All of these are handed, as the same `Arc<Completion>`, to a private
 //! [`ThreadPool`] whose workers run the plain blocking call and record its result. A NOWAIT read
 //! can also come back *short* when only its beginning was cached; the pool then redoes it whole.
+//! (A single read whose data is all cached never gets here: the driver does it with
+//! `preadv2(RWF_NOWAIT)` first, see `nowait`.)
 //! `FSYNC`/`FDSYNC` run truly asynchronously and take no `RWF_NOWAIT` (the kernel refuses it);
 //! files without an fsync method refuse them synchronously (EINVAL), and the pool reports that.
 //!
@@ -43,7 +45,6 @@
 use std::{
     collections::HashMap,
     io,
-    os::fd::RawFd,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc, Mutex, Weak,
@@ -53,8 +54,8 @@ use std::{
 
 use nix::{errno::Errno, sys::aio::AioCancelStat};
 
-use super::driver::{Completion, OpKind, Request, WAIT_SLICE};
-use super::threads::ThreadPool;
+use super::driver::{Completion, OpKind, WAIT_SLICE};
+use super::{nowait, threads::ThreadPool};
 
 /// The kernel AIO ABI of `<linux/aio_abi.h>` that `libc` lacks (it has `struct iocb` and
 /// `RWF_NOWAIT`), and thin wrappers around the raw system calls.
@@ -217,9 +218,6 @@ pub(crate) struct Kaio {
     ctx: AioContext,
     /// Requests the kernel accepted whose events have not been fetched yet.
     in_kernel: AtomicUsize,
-    /// The most bytes one read or write transfers (Linux's `MAX_RW_COUNT`, `INT_MAX` rounded
-    /// down to a page); longer ones complete short, as they do with `pread`.
-    max_rw: u64,
     /// Runs what the kernel would block on (and what it refuses).
     pool: ThreadPool,
     handed: Mutex<HandedOff>,
@@ -241,15 +239,9 @@ impl Kaio {
                 Err(e) => return Err(e.into()),
             }
         };
-        // SAFETY: sysconf only reads a configuration value.
-        let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
-            p if p > 0 => p as u64,
-            _ => 4096,
-        };
         let kaio = Kaio {
             ctx,
             in_kernel: AtomicUsize::new(0),
-            max_rw: i32::MAX as u64 & !(page - 1),
             pool: ThreadPool::new(),
             handed: Mutex::new(HandedOff {
                 map: HashMap::new(),
@@ -465,52 +457,13 @@ impl Kaio {
         // SAFETY: `data` was made by `Arc::into_raw` in `prepare`, and the kernel delivers each
         // accepted iocb's event exactly once, so this gives back that one reference.
         let c = unsafe { Arc::from_raw(ev.data as *const Completion) };
-        if self.needs_pool(&c.request, ev.res) {
+        if nowait::needs_blocking_call(&c.request, ev.res) {
             if let Err(c) = self.hand_off(c) {
                 c.finish(ev.res);
             }
             return;
         }
         c.finish(ev.res);
-    }
-
-    /// Whether the NOWAIT result `res` of a read or write means "would have blocked", so that
-    /// the request must run again, blocking, on the pool.
-    fn needs_pool(&self, r: &Request, res: i64) -> bool {
-        let write = match r.kind {
-            OpKind::Read | OpKind::Readv => false,
-            OpKind::Write | OpKind::Writev => true,
-            OpKind::Fsync | OpKind::Fdatasync | OpKind::Nop => return false,
-        };
-        if res == -i64::from(libc::EAGAIN) || res == -i64::from(libc::EOPNOTSUPP) {
-            return true;
-        }
-        if res < 0 || res as u64 >= self.wanted(r) {
-            return false;
-        }
-        // Short. A NOWAIT read stops where the cached pages end; with nothing at all cached it
-        // fails with EAGAIN, so 0 bytes means end of file.
-        if !write && res == 0 {
-            return false;
-        }
-        short_may_continue(r.fd, r.offset.saturating_add(res as u64), write)
-    }
-
-    /// The bytes a read or write asks for, as the kernel clamps them.
-    fn wanted(&self, r: &Request) -> u64 {
-        let total = match r.kind {
-            OpKind::Readv | OpKind::Writev => {
-                // SAFETY: the iovec array (`len` entries at `addr`) belongs to the operation,
-                // which keeps it unchanged until its completion is done.
-                let iovecs =
-                    unsafe { std::slice::from_raw_parts(r.addr as *const libc::iovec, r.len) };
-                iovecs
-                    .iter()
-                    .fold(0u64, |t, v| t.saturating_add(v.iov_len as u64))
-            }
-            _ => r.len as u64,
-        };
-        total.min(self.max_rw)
     }
 
     /// Waits up to one time slice for progress, recording results: in the kernel's queue, or in
@@ -566,35 +519,5 @@ impl Drop for Kaio {
     /// in use are leaked for the life of the process.
     fn drop(&mut self) {
         ffi::io_destroy(self.ctx);
-    }
-}
-
-/// Whether a short NOWAIT transfer that ended at `end` may have stopped only because the rest
-/// would have blocked (so the pool must redo it whole), rather than for a reason a blocking call
-/// would give too: end of file, or a pipe, socket or character device returning what it had.
-///
-/// Only reached on short results, and only for files that support NOWAIT (local filesystems,
-/// block devices, pipes), for which `fstat` and `F_GETFL` do not wait on storage.
-fn short_may_continue(fd: RawFd, end: u64, write: bool) -> bool {
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: fstat writes one `struct stat` into the buffer, which is read only on success.
-    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
-        // Let the pool's call find out what is wrong.
-        return true;
-    }
-    // SAFETY: fstat succeeded, so it filled `st`.
-    let st = unsafe { st.assume_init() };
-    let kind = st.st_mode & libc::S_IFMT;
-    if kind != libc::S_IFREG && kind != libc::S_IFBLK {
-        return false;
-    }
-    if write {
-        // Redoing an O_APPEND write would append its beginning twice: keep the short count.
-        // SAFETY: F_GETFL only reads the descriptor's flags.
-        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-        flags >= 0 && flags & libc::O_APPEND == 0
-    } else {
-        // A block device's size is not in `st_size`: always redo there.
-        kind == libc::S_IFBLK || end < st.st_size as u64
     }
 }

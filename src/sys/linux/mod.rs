@@ -9,6 +9,7 @@
 mod driver;
 mod kaio;
 mod notify;
+mod nowait;
 mod threads;
 mod uring;
 
@@ -42,6 +43,11 @@ pub const LIO: Interest = Interest::READABLE;
 /// refused, as under Docker's default seccomp profile or `kernel.io_uring_disabled`), then a
 /// thread pool. Force one with [`set_backend`](crate::set_backend) before the first operation, or with the
 /// environment variable `MIO_AIO_BACKEND` (`io_uring`, `kaio`, `threads` or `auto`).
+///
+/// Whatever the backend, a single read (or readv) whose data is all in the page cache is done
+/// at once by `submit`, with `preadv2(RWF_NOWAIT)`, and its event is signalled from user space:
+/// each backend would copy the data inline too, only at a higher cost. `MIO_AIO_CACHED_READS=0`
+/// sends every read to the backend instead.
 ///
 /// ```
 /// # #[cfg(target_os = "linux")] {

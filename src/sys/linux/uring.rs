@@ -12,7 +12,8 @@
 //! an `Arc<Notifier>` (its own `user_data`, tagged) until its CQE is reaped, so the eventfd is
 //! never closed or lent to another operation while a write may still target its number.
 //!
-//! Single operations go to a few shared rings, one per CPU: each thread keeps to one ring,
+//! A single read whose data is in the page cache never gets here: the driver does it at once
+//! (`nowait`). Single operations go to a few shared rings, one per CPU: each thread keeps to one ring,
 //! whose lock it holds while it pushes its SQEs and enters the kernel, so that threads on
 //! different CPUs never wait for each other, and each thread submits exactly its own requests
 //! (io_uring cancels what a thread submitted, if still pending, when that thread exits).
