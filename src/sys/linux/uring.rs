@@ -13,10 +13,11 @@
 //! never closed or lent to another operation while a write may still target its number.
 //!
 //! A single read whose data is in the page cache never gets here: the driver does it at once
-//! (`nowait`). Single operations go to a few shared rings, one per CPU: each thread keeps to one ring,
-//! whose lock it holds while it pushes its SQEs and enters the kernel, so that threads on
-//! different CPUs never wait for each other, and each thread submits exactly its own requests
-//! (io_uring cancels what a thread submitted, if still pending, when that thread exits).
+//! (`nowait`). Single operations go to a few shared rings, one per CPU: each thread keeps to
+//! one ring, whose lock it holds while it pushes its SQEs and enters the kernel, so that
+//! threads on different CPUs never wait for each other, and each thread submits exactly its
+//! own requests (io_uring cancels what a thread submitted, if still pending, when that thread
+//! exits).
 //!
 //! Batches (`LioCb`) get a small ring of their own, taken from a pool. Their requests go in
 //! unlinked, after an `IORING_OP_TIMEOUT` whose completion count is the batch's size, hard-linked
@@ -83,13 +84,13 @@ pub(crate) struct Ring {
     /// io_uring ties a request to the thread that entered it, and cancels what is still
     /// pending (sockets, pipes, work queued to its workers) when that thread exits: a thread
     /// must not adopt another's requests, or its exit would cancel them (seen as
-    /// `ECANCELED` on a socket read when another test's thread ended). Only code holding it
-    /// may create a
-    /// `SubmissionQueue` handle, even just to read the queue's flags: a handle reads the tail
-    /// when it is made and stores it back when dropped, so a handle made without this lock
-    /// stores a stale tail over another thread's submissions (that bug lost SQEs and replayed
-    /// stale ones, with freed buffers). The `Submitter` (used to enter the kernel) reads the
-    /// tail atomically and needs no lock.
+    /// `ECANCELED` on a socket read when another test's thread ended).
+    ///
+    /// Only code holding it may create a `SubmissionQueue` handle, even just to read the
+    /// queue's flags: a handle reads the tail when it is made and stores it back when dropped,
+    /// so a handle made without this lock stores a stale tail over another thread's submissions
+    /// (that bug lost SQEs and replayed stale ones, with freed buffers). The `Submitter` (used
+    /// to enter the kernel) reads the tail atomically and needs no lock.
     sq: Mutex<()>,
     /// Serialises reaping of the completion queue. Lock order: `cq`, then `sq`.
     cq: Mutex<()>,
