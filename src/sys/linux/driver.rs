@@ -87,6 +87,17 @@ impl Group {
     }
 }
 
+/// Whether the notifier of an operation that is done before `submit` returns is signalled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Announce {
+    /// Always: the event is the caller's only news (a mio loop).
+    Always,
+    /// Only if the operation is still running when `submit` returns: the caller checks for
+    /// completion right after `submit` (the tokio layer), and an unsignalled eventfd goes back
+    /// to its pool without a `read` to reset it.
+    IfStillRunning,
+}
+
 /// The shared state of one submitted request.
 #[derive(Debug)]
 pub(crate) struct Completion {
@@ -114,17 +125,23 @@ unsafe impl Sync for Completion {}
 unsafe impl Send for Completion {}
 
 impl Completion {
-    /// Records the result (`>= 0`, or `-errno`) and tells whoever waits. Called exactly once.
+    /// Records the result (`>= 0`, or `-errno`) and tells whoever waits. Called exactly once
+    /// (or `record` instead).
     pub(crate) fn finish(&self, res: i64) {
-        self.result.store(res, Ordering::Relaxed);
-        self.state.store(DONE, Ordering::Release);
-        self.driver.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.record(res);
         if let Some(n) = &self.user_signal {
             n.signal();
         }
         if let Some(g) = &self.group {
             g.finished(1);
         }
+    }
+
+    /// Records the result without telling anyone.
+    fn record(&self, res: i64) {
+        self.result.store(res, Ordering::Relaxed);
+        self.state.store(DONE, Ordering::Release);
+        self.driver.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
     pub(crate) fn is_done(&self) -> bool {
@@ -198,15 +215,20 @@ impl Engine {
     ///
     /// # Safety
     /// As for [`Driver::submit_one`], for every request.
-    unsafe fn submit(&self, batch: &[Arc<Completion>]) -> Result<usize, Errno> {
+    unsafe fn submit(&self, batch: &[Arc<Completion>], announce: Announce) -> Result<usize, Errno> {
         if let [c] = batch {
             // A single read from the page cache is done here and now: kernel AIO would do
             // the same work inside `io_submit`, the pool on a worker (see `nowait`).
             // SAFETY: the caller's contract covers the request's buffers.
             if let Some(res) = unsafe { nowait::read_cached(&c.request) } {
-                c.finish(res);
-                if let (Engine::Uring(_), Some(n)) = (self, &c.kernel_signal) {
-                    n.signal();
+                if announce == Announce::IfStillRunning && c.group.is_none() {
+                    c.record(res);
+                } else {
+                    c.finish(res);
+                    // io_uring's notifier is signalled by the kernel, which never saw this.
+                    if let (Engine::Uring(_), Some(n)) = (self, &c.kernel_signal) {
+                        n.signal();
+                    }
                 }
                 return Ok(1);
             }
@@ -439,7 +461,8 @@ impl Driver {
         Ok(self.reaper.get().expect("set above").clone())
     }
 
-    /// Starts one operation; `notifier` (if any) is signalled when it completes.
+    /// Starts one operation; `notifier` (if any) is signalled when it completes (see
+    /// [`Announce`]).
     ///
     /// # Safety
     /// The request's buffers must stay valid, and not otherwise accessed, until its completion
@@ -448,8 +471,9 @@ impl Driver {
         &'static self,
         request: Request,
         notifier: Option<&Arc<Notifier>>,
+        announce: Announce,
     ) -> Result<Arc<Completion>, Errno> {
-        let mut started = self.start(&[request], notifier, None)?;
+        let mut started = self.start(&[request], notifier, None, announce)?;
         Ok(started.pop().expect("one request, accepted"))
     }
 
@@ -485,7 +509,7 @@ impl Driver {
             }
         }
         let group = Group::new(requests.len(), notifier.cloned());
-        self.start(requests, None, Some(&group))
+        self.start(requests, None, Some(&group), Announce::Always)
     }
 
     /// Operations that may still start before the queue is full.
@@ -531,6 +555,7 @@ impl Driver {
         requests: &[Request],
         notifier: Option<&Arc<Notifier>>,
         group: Option<&Arc<Group>>,
+        announce: Announce,
     ) -> Result<Vec<Arc<Completion>>, Errno> {
         let count = requests.len().min(self.room());
         if count == 0 {
@@ -566,7 +591,7 @@ impl Driver {
         );
         self.in_flight.fetch_add(count, Ordering::Relaxed);
         // SAFETY: this function's contract covers every request.
-        let accepted = match unsafe { self.engine.submit(&completions) } {
+        let accepted = match unsafe { self.engine.submit(&completions, announce) } {
             Ok(n) => n,
             Err(e) => {
                 self.in_flight.fetch_sub(count, Ordering::Relaxed);

@@ -370,6 +370,7 @@ impl Kaio {
             if let Some(n) = &c.kernel_signal {
                 cb.aio_flags = ffi::IOCB_FLAG_RESFD;
                 cb.aio_resfd = n.fd() as u32;
+                n.will_be_signalled();
             }
         }
         iocb

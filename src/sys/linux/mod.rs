@@ -29,7 +29,7 @@ use nix::{
 };
 
 use self::{
-    driver::{io_errno, Completion, Driver, OpKind, Request},
+    driver::{io_errno, Announce, Completion, Driver, OpKind, Request},
     notify::Notifier,
 };
 use crate::lio::{LioBuf, LioEntry, LioError, LioOpcode, LioResult};
@@ -221,6 +221,11 @@ impl Registered {
         Ok(NotifyFd(notifier))
     }
 
+    /// Whether the notifier is a private one (`attach_private`).
+    fn is_private(&self) -> bool {
+        self.current.as_ref().is_some_and(|r| r.epfd < 0)
+    }
+
     fn notifier(&self) -> nix::Result<Option<&Arc<Notifier>>> {
         match self.deferred_error {
             Some(e) => Err(e),
@@ -230,8 +235,9 @@ impl Registered {
 }
 
 /// The eventfd that signals an operation's completion, for a caller that watches it itself.
-/// Readable once the operation (or the whole batch) has completed; dropping it after the
-/// operation is harmless.
+/// Readable once the operation (or the whole batch) has completed, except for a single
+/// operation already done when `submit` returned, which is not signalled: check `error()` right
+/// after `submit`. Dropping it after the operation is harmless.
 #[derive(Debug)]
 pub struct NotifyFd(Arc<Notifier>);
 
@@ -248,11 +254,12 @@ fn busy() -> io::Error {
     )
 }
 
-/// iovec arrays copied out of the caller's slice, so the kernel reads a stable copy.
+/// iovec arrays copied out of the caller's slice, so the kernel reads a stable copy. The field
+/// is only read by the kernel, through `Request::addr`.
 #[derive(Debug)]
-struct IoVecs(#[allow(dead_code)] Box<[libc::iovec]>); // read by the kernel, through `Request::addr`
-                                                       // SAFETY: the iovecs point into buffers the operation borrows (shared for writes, exclusively for
-                                                       // reads) for its lifetime; moving or sharing the array itself across threads is harmless.
+struct IoVecs(#[allow(dead_code)] Box<[libc::iovec]>);
+// SAFETY: the iovecs point into buffers the operation borrows (shared for writes, exclusively
+// for reads) for its lifetime; moving or sharing the array itself across threads is harmless.
 unsafe impl Send for IoVecs {}
 // SAFETY: as above; the array is never mutated after construction.
 unsafe impl Sync for IoVecs {}
@@ -312,11 +319,17 @@ impl Op<'_> {
             return Err(e);
         }
         let notifier = self.registration.notifier()?;
+        // A private notifier's watcher (the tokio layer) checks for completion after `submit`.
+        let announce = if self.registration.is_private() {
+            Announce::IfStillRunning
+        } else {
+            Announce::Always
+        };
         let driver = Driver::get().map_err(io_errno)?;
         // SAFETY: the request points into buffers borrowed for 'a by this operation, and the
         // operation cannot be dropped (nor its buffers released) before the completion is done:
         // `Drop` cancels and waits.
-        self.current = Some(unsafe { driver.submit_one(self.request, notifier) }?);
+        self.current = Some(unsafe { driver.submit_one(self.request, notifier, announce) }?);
         Ok(())
     }
 

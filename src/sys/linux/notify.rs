@@ -49,7 +49,8 @@ macro_rules! syscall {
 /// Idle eventfds, not in any epoll set.
 #[derive(Debug, Default)]
 pub(crate) struct NotifierPool {
-    idle: Mutex<Vec<OwnedFd>>,
+    /// With each, whether its counter may be nonzero (see `Notifier::dirty`).
+    idle: Mutex<Vec<(OwnedFd, bool)>>,
     parked: Mutex<HashMap<RawFd, Vec<Arc<Notifier>>>>,
 }
 
@@ -57,8 +58,10 @@ impl NotifierPool {
     /// An eventfd with a zero counter, from the pool or new. Out of descriptors, the pools give
     /// theirs back to the process first.
     fn take(&self) -> io::Result<OwnedFd> {
-        if let Some(fd) = self.idle.lock().unwrap().pop() {
-            drain(fd.as_raw_fd());
+        if let Some((fd, dirty)) = self.idle.lock().unwrap().pop() {
+            if dirty {
+                drain(fd.as_raw_fd());
+            }
             return Ok(fd);
         }
         let fd = match syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK)) {
@@ -88,7 +91,9 @@ impl NotifierPool {
             return Err(n);
         }
         // A completion event it may have queued is dropped by epoll once the counter is zero.
-        drain(n.fd());
+        if n.dirty.swap(false, Ordering::Relaxed) {
+            drain(n.fd());
+        }
         let mut parked = self.parked.lock().unwrap();
         let list = parked.entry(epfd).or_default();
         if list.len() < POOL_MAX {
@@ -103,10 +108,10 @@ impl NotifierPool {
         self.parked.lock().unwrap().get_mut(&epfd)?.pop()
     }
 
-    fn give_back(&self, fd: OwnedFd) {
+    fn give_back(&self, fd: OwnedFd, dirty: bool) {
         let mut idle = self.idle.lock().unwrap();
         if idle.len() < POOL_MAX {
-            idle.push(fd);
+            idle.push((fd, dirty));
         }
     }
 }
@@ -127,6 +132,11 @@ pub(crate) struct Notifier {
     pool: &'static NotifierPool,
     /// Set when the eventfd is out of every epoll set, so it may be pooled once dropped.
     reusable: AtomicBool,
+    /// Whether the counter may be nonzero: set before every signal (from user space, or
+    /// queued to the kernel), cleared when the counter is reset. A clean eventfd is pooled
+    /// without the `read` that resets it: an operation the tokio layer saw done inside
+    /// `submit` never signals its eventfd at all.
+    dirty: AtomicBool,
     /// The fork generation of the pool: a child process must not touch its parent's pool.
     generation: u64,
 }
@@ -137,6 +147,7 @@ impl Notifier {
             fd: Some(pool.take()?),
             pool,
             reusable: AtomicBool::new(true),
+            dirty: AtomicBool::new(false),
             generation,
         })
     }
@@ -150,6 +161,7 @@ impl Notifier {
             fd: Some(unsafe { OwnedFd::from_raw_fd(fd) }),
             pool,
             reusable: AtomicBool::new(false),
+            dirty: AtomicBool::new(false),
             generation: u64::MAX,
         })
     }
@@ -169,10 +181,17 @@ impl Notifier {
 
     /// Wakes whoever watches the eventfd.
     pub(crate) fn signal(&self) {
+        self.will_be_signalled();
         let one = 1u64;
         // SAFETY: writes 8 bytes from a local u64 to an eventfd this notifier owns. It cannot
         // fail short of counter overflow, which 2^64 - 2 signals would take.
         unsafe { libc::write(self.fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// Records that the kernel has been asked to signal the eventfd (a linked io_uring write, a
+    /// kernel AIO `aio_resfd`). Call it before the request can reach the kernel.
+    pub(crate) fn will_be_signalled(&self) {
+        self.dirty.store(true, Ordering::Relaxed);
     }
 
     /// Blocks until the (blocking) eventfd is signalled, and resets it.
@@ -217,7 +236,8 @@ impl Drop for Notifier {
         // Only a notifier known to be out of every epoll set, in the process that made it, goes
         // back to the pool; otherwise closing it is the safe choice.
         if self.reusable.load(Ordering::Relaxed) && self.is_ours() {
-            self.pool.give_back(fd);
+            // Every signaller held an `Arc` to this notifier, so their marks are visible.
+            self.pool.give_back(fd, self.dirty.load(Ordering::Relaxed));
         }
     }
 }

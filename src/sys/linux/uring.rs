@@ -668,6 +668,7 @@ fn data_entry(r: &Request) -> squeue::Entry {
 
 /// The linked write that signals a notifier; it holds a reference to the notifier until its CQE.
 fn signal_entry(n: &Arc<Notifier>) -> squeue::Entry {
+    n.will_be_signalled();
     opcode::Write::new(types::Fd(n.fd()), (&ONE as *const u64).cast(), 8)
         .build()
         .user_data(Arc::into_raw(n.clone()) as u64 | TAG_SIGNAL)
