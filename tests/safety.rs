@@ -125,15 +125,9 @@ fn submit_on_one_thread_reap_on_another() {
 #[test]
 fn ten_thousand_operations_in_flight() {
     const N: usize = 10_000;
-    let limit = support::raise_nofile_limit().unwrap();
-    if limit < N as u64 + 200 {
-        return support::skip(&format!(
-            "RLIMIT_NOFILE hard limit {limit} is below {N} + 200"
-        ));
-    }
-    let data: Vec<u8> = (0..N * 8).map(|i| (i / 8) as u8).collect();
-    let mut f = tempfile::tempfile().unwrap();
-    f.write_all(&data).unwrap();
+    let Some((f, data)) = records_of_8(N) else {
+        return;
+    };
     let mut poll = Poll::new().unwrap();
     let mut bufs = vec![[0u8; 8]; N];
     let mut ops: Vec<Option<Pin<Box<ReadAt>>>> = bufs
@@ -151,6 +145,23 @@ fn ten_thousand_operations_in_flight() {
     complete_reads_of_8(&mut poll, &mut ops);
     drop(ops);
     assert!(bufs.iter().flatten().eq(data.iter()));
+}
+
+/// A file of `n` 8-byte records (record `i` is eight bytes `i as u8`) and its content, with
+/// the descriptor limit raised for `n` registered operations; `None` (test skipped, with the
+/// reason printed) if the limit cannot be raised that far.
+fn records_of_8(n: usize) -> Option<(std::fs::File, Vec<u8>)> {
+    let limit = support::raise_nofile_limit().unwrap();
+    if limit < n as u64 + 200 {
+        support::skip(&format!(
+            "RLIMIT_NOFILE hard limit {limit} is below {n} + 200"
+        ));
+        return None;
+    }
+    let data: Vec<u8> = (0..n * 8).map(|i| (i / 8) as u8).collect();
+    let mut f = tempfile::tempfile().unwrap();
+    f.write_all(&data).unwrap();
+    Some((f, data))
 }
 
 /// Polls until every operation of `ops` (its token is its index) has had its event, and
@@ -183,7 +194,8 @@ fn complete_reads_of_8(poll: &mut Poll, ops: &mut [Option<Pin<Box<ReadAt>>>]) {
 /// excess in its overflow list, and reaping must flush it, or operations whose events arrived
 /// would stay "in progress" for ever. The second thread to submit gets the second ring (one
 /// per CPU), whose queue is sized for its share of `MIO_AIO_MAX_IN_FLIGHT`: here 1024 entries,
-/// for 900 cached reads that each post two.
+/// for 900 reads that each post two (`MIO_AIO_CACHED_READS=0`, or `submit` would do these
+/// cached reads itself and the ring would see none).
 #[test]
 fn completion_queue_overflow_loses_no_result() {
     const N: usize = 900;
@@ -192,17 +204,14 @@ fn completion_queue_overflow_loses_no_result() {
     }
     support::in_child(
         "completion_queue_overflow_loses_no_result",
-        &[("MIO_AIO_MAX_IN_FLIGHT", "1024")],
+        &[
+            ("MIO_AIO_MAX_IN_FLIGHT", "1024"),
+            ("MIO_AIO_CACHED_READS", "0"),
+        ],
         || {
-            let limit = support::raise_nofile_limit().unwrap();
-            if limit < N as u64 + 200 {
-                return support::skip(&format!(
-                    "RLIMIT_NOFILE hard limit {limit} is below {N} + 200"
-                ));
-            }
-            let data: Vec<u8> = (0..N * 8).map(|i| (i / 8) as u8).collect();
-            let mut f = tempfile::tempfile().unwrap();
-            f.write_all(&data).unwrap();
+            let Some((f, data)) = records_of_8(N) else {
+                return;
+            };
             let mut poll = Poll::new().unwrap();
             // Another thread submits first, so this one gets the second ring.
             std::thread::scope(|s| {
