@@ -98,14 +98,7 @@ pub fn run_fs(point: &Point, params: &RunParams) -> Result<Sample, Error> {
             })
         })
         .collect();
-    let window = Window::run_timed(&phase, params);
-    let counters = rt.block_on(async {
-        let mut v = Vec::new();
-        for t in tasks {
-            v.push(t.await.map_err(io::Error::other)?);
-        }
-        io::Result::Ok(v)
-    })?;
+    let (window, counters) = time_tasks(&rt, &phase, params, tasks)?;
     let mut counters_ok = Vec::new();
     for c in counters {
         match c {
@@ -176,13 +169,25 @@ where
             })
         })
         .collect();
-    let window = Window::run_timed(&phase, params);
+    let (window, counters) = time_tasks(&rt, &phase, params, tasks)?;
+    let counters = counters.into_iter().collect::<io::Result<Vec<_>>>()?;
+    Ok(window.sample(counters))
+}
+
+/// Runs the timed window over the running `tasks`, then collects what each returned.
+fn time_tasks(
+    rt: &tokio::runtime::Runtime,
+    phase: &PhaseFlag,
+    params: &RunParams,
+    tasks: Vec<tokio::task::JoinHandle<io::Result<Counter>>>,
+) -> io::Result<(Window, Vec<io::Result<Counter>>)> {
+    let window = Window::run_timed(phase, params);
     let counters = rt.block_on(async {
         let mut v = Vec::new();
         for t in tasks {
-            v.push(t.await.map_err(io::Error::other)??);
+            v.push(t.await.map_err(io::Error::other)?);
         }
         io::Result::Ok(v)
     })?;
-    Ok(window.sample(counters))
+    Ok((window, counters))
 }
