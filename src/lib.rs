@@ -81,14 +81,16 @@
 #![cfg_attr(
     feature = "tokio",
     doc = "* `tokio` - adds the [`tokio`](mod@crate::tokio) module: file operations and batches as
-  futures on a tokio runtime (`AioFileExt::read_at(..).await`, `LioFut`). It also adds
-  [`SourceApi::register_raw`] and [`SourceApi::deregister_raw`], which consumers need to
+  futures on a tokio runtime (`AioFileExt::read_at(..).await`, `LioFut`), and
+  [`tokio::compat`](mod@crate::tokio::compat) with the method shapes of the `tokio-file`
+  crate. It also adds [`SourceApi::register_raw`] and [`SourceApi::deregister_raw`], which consumers need to
   implement tokio's `AioSource` trait."
 )]
 #![cfg_attr(
     not(feature = "tokio"),
     doc = "* `tokio` - adds the `tokio` module: file operations and batches as futures on a tokio
-  runtime (`AioFileExt::read_at(..).await`, `LioFut`). It also adds `SourceApi::register_raw`
+  runtime (`AioFileExt::read_at(..).await`, `LioFut`), and `tokio::compat` with the method
+  shapes of the `tokio-file` crate. It also adds `SourceApi::register_raw`
   and `SourceApi::deregister_raw`, which consumers need to implement tokio's `AioSource`
   trait."
 )]
