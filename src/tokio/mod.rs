@@ -99,6 +99,7 @@ use crate::{sys, AioFsyncMode, LioCb, LioError, LioResult, Source};
 #[allow(unused_imports)] // for the documentation
 use crate::{LioCbBuilder, SourceApi};
 
+pub mod compat;
 #[cfg(target_os = "freebsd")]
 mod freebsd;
 #[cfg(target_os = "freebsd")]
