@@ -121,14 +121,16 @@ pub use nix::errno::Errno;
 /// ([`AioNotCanceled`](AioCancelStat::AioNotCanceled): wait for its event as usual) or already
 /// finished ([`AioAllDone`](AioCancelStat::AioAllDone)). [`SourceApi::cancel`] returns it.
 ///
-/// An alias of nix's `AioCancelStat` (the same type, so values from nix's own AIO mix freely).
-pub type AioCancelStat = nix::sys::aio::AioCancelStat;
+/// nix's own type, re-exported as mio-aio 2.0 does (so `use mio_aio::AioCancelStat::*` works).
+#[doc(no_inline)]
+pub use nix::sys::aio::AioCancelStat;
 /// What [`Fsync::fsync`] makes durable: `O_SYNC` the data and the metadata (like `fsync(2)`),
 /// `O_DSYNC` only what is needed to read the data back (like `fdatasync(2)`). [`Fsync::fsync`]
 /// takes it.
 ///
-/// An alias of nix's `AioFsyncMode` (the same type).
-pub type AioFsyncMode = nix::sys::aio::AioFsyncMode;
+/// nix's own type, re-exported as mio-aio 2.0 does.
+#[doc(no_inline)]
+pub use nix::sys::aio::AioFsyncMode;
 pub use source::{Fsync, ReadAt, ReadvAt, Source, SourceApi, WriteAt, WritevAt};
 
 #[cfg(target_os = "linux")]
