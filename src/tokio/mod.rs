@@ -95,9 +95,12 @@ use std::{
 
 use nix::errno::Errno;
 
-use crate::{sys, AioFsyncMode, LioCb, LioError, LioResult, Source};
+use crate::{
+    lio_book::{next_step, Next},
+    sys, AioFsyncMode, LioCb, LioResult, Source,
+};
 #[allow(unused_imports)] // for the documentation
-use crate::{LioCbBuilder, SourceApi};
+use crate::{LioCbBuilder, LioError, SourceApi};
 
 #[cfg(target_os = "freebsd")]
 mod freebsd;
@@ -438,22 +441,19 @@ enum Submitted {
     Nothing,
 }
 
-impl From<Result<(), LioError>> for Submitted {
-    fn from(r: Result<(), LioError>) -> Submitted {
-        match r {
-            Ok(()) | Err(LioError::EIO(_)) => Submitted::All,
-            Err(LioError::EINCOMPLETE) => Submitted::Part,
-            Err(LioError::EAGAIN) => Submitted::Nothing,
-        }
-    }
-}
-
-/// Submits `batch` for the first time, or resubmits what it has left.
+/// Submits `batch` for the first time, or resubmits what it has left. Operations refused for
+/// lack of room are resubmitted later whatever happened to the others, also when some failed
+/// for good (`EIO` whose statuses hold `EAGAIN`); see `crate::lio_book::next_step`.
 fn submit_batch(batch: &mut LioCb<'_>, first: bool) -> Submitted {
-    if first {
-        batch.submit().into()
+    let result = if first {
+        batch.submit()
     } else {
-        batch.resubmit().into()
+        batch.resubmit()
+    };
+    match next_step(&result, batch.in_progress()) {
+        Next::Collect => Submitted::All,
+        Next::Resubmit => Submitted::Part,
+        Next::RetryLater => Submitted::Nothing,
     }
 }
 

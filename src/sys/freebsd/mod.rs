@@ -24,6 +24,7 @@
 //! only run on FreeBSD CI (see `.cirrus.yml`).
 
 mod aio;
+mod batch_event;
 mod lio;
 #[cfg(test)]
 mod tests;
