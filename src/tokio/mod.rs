@@ -52,7 +52,13 @@
 //! * **Dropping** a future whose operation is in flight is safe: the operation is cancelled
 //!   and the drop *waits*, blocking the thread, until the kernel has released the buffers
 //!   (most file systems cannot cancel a read or write that has started, so this may last as
-//!   long as the operation itself). Its reactor registration is removed first.
+//!   long as the operation itself). What happens to the reactor registration differs: on
+//!   Linux the operation's eventfd leaves tokio's reactor with the future. On FreeBSD the
+//!   future holds a [`tokio::io::bsd::Aio`](https://docs.rs/tokio/latest/tokio/io/bsd/struct.Aio.html),
+//!   which has no `Drop`: nothing is deregistered (the kernel's own event registration ends
+//!   with the operation's `aio_return`, or with the batch's kqueue), and the reactor keeps its
+//!   small bookkeeping slot for the future until the runtime shuts down, as for every
+//!   `tokio::io::bsd::Aio`.
 //! * **Do not leak** a future whose operation is in flight (`std::mem::forget` of a
 //!   `Box::pin`ned future): like every [`Source`], it borrows its buffers, and only its drop
 //!   makes sure that the kernel is done with them. A leaked operation keeps writing into
