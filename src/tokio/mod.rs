@@ -336,9 +336,10 @@ impl<F: AsFd + ?Sized> AioFileExt for F {}
 /// * each [`LioResult`] holds its operation's byte count or error, including the operations
 ///   that could not be started at all ([`LioError::EIO`]: a bad fd, a read into a shared
 ///   buffer, an offset out of range);
-/// * operations the system had no room for ([`LioError::EINCOMPLETE`], [`LioError::EAGAIN`])
-///   are not errors: they are resubmitted once the others have completed, or after a yield to
-///   the scheduler if nothing is in flight;
+/// * operations the system had no room for ([`LioError::EINCOMPLETE`], [`LioError::EAGAIN`],
+///   or `EAGAIN` among the statuses of an [`LioError::EIO`]) are not errors: they are
+///   resubmitted once the others have completed, or after a yield to the scheduler if nothing
+///   is in flight, also when other operations of the batch failed;
 /// * the future itself fails only when it cannot wait (polled outside a runtime, the reactor
 ///   gone, no eventfd available).
 ///
