@@ -1,9 +1,10 @@
 //! The bookkeeping of a FreeBSD batch, as plain logic: what `lio_listio(LIO_NOWAIT)`'s return
 //! value and each entry's control block say about the entry (accepted, refused for lack of
 //! resources, failed), what [`crate::LioCb::resubmit`] hands over again, and what a submission
-//! reports. Only the FreeBSD backend acts on it, but it compiles on every OS so that its unit
-//! tests, written against the behaviour of FreeBSD's `kern_lio_listio` and `aio_aqueue`, run on
-//! every CI machine, including those that cannot run FreeBSD.
+//! reports; and what the tokio layer's `LioFut` does next ([`next_step`], on every OS). The
+//! FreeBSD backend acts on the rest, but it compiles on every OS so that its unit tests, written
+//! against the behaviour of FreeBSD's `kern_lio_listio` and `aio_aqueue`, run on every CI
+//! machine, including those that cannot run FreeBSD.
 //!
 //! What the kernel does (FreeBSD 14/15, `sys/kern/vfs_aio.c`), and what follows from it:
 //!
