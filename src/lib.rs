@@ -98,6 +98,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod lio;
+#[cfg_attr(not(target_os = "freebsd"), allow(dead_code))]
+mod lio_book;
 mod source;
 mod sys;
 #[cfg(feature = "tokio")]
