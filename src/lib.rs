@@ -96,6 +96,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod lio;
+pub mod owned;
 mod source;
 mod sys;
 #[cfg(feature = "tokio")]

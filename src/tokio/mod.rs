@@ -99,6 +99,8 @@ use crate::{sys, AioFsyncMode, LioCb, LioError, LioResult, Source};
 #[allow(unused_imports)] // for the documentation
 use crate::{LioCbBuilder, SourceApi};
 
+pub mod owned;
+
 #[cfg(target_os = "freebsd")]
 mod freebsd;
 #[cfg(target_os = "freebsd")]
