@@ -87,7 +87,8 @@ use nix::sys::aio::AioCancelStat;
 
 #[cfg(all(feature = "tokio", target_os = "freebsd"))]
 pub(crate) use self::orphanage::{adopt, Orphan};
-pub(crate) use self::state::{Kind, Owning};
+pub use self::state::Kind;
+pub(crate) use self::state::Owning;
 pub use self::{
     aligned::{AlignedBuf, DEFAULT_DIO_ALIGNMENT},
     buf::{IoBuf, IoBufMut},

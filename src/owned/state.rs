@@ -51,8 +51,10 @@ pub(crate) struct Owning<T: Kind, B: Send + 'static, F: Send + 'static> {
 // Nothing of `Owning` is ever pinned in place: the operation is pinned in its own box.
 impl<T: Kind, B: Send + 'static, F: Send + 'static> Unpin for Owning<T, B, F> {}
 
-/// What an owned operation can wrap: one of the crate's operations, with its borrows
-/// `'static` (they point into the `Owning`).
+/// The operations an [`OwnedSource`](super::OwnedSource) can run: the crate's own (read,
+/// readv, write, writev, fsync), with their borrows `'static` (they point into the owned
+/// state). Sealed: it is implemented by the crate only. Name it to write code that is generic
+/// over the owned operations; `T::Output` is the result type (`usize`, or `()` for fsync).
 pub trait Kind: sys::Operation + Send + 'static {}
 impl<T: sys::Operation + Send + 'static> Kind for T {}
 
