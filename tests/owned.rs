@@ -21,6 +21,7 @@ use mio_aio::{
 };
 
 /// A heap buffer that records when it is freed.
+#[derive(Debug)]
 struct Tracked {
     data: Vec<u8>,
     freed: Arc<AtomicBool>,
