@@ -60,7 +60,7 @@ fn main() {
 
 fn run() -> Result<()> {
     let start = Instant::now();
-    let content: Vec<u8> = (0..FILE_LEN).map(|i| (i * 31 ^ i >> 8) as u8).collect();
+    let content: Vec<u8> = (0..FILE_LEN).map(|i| ((i * 31) ^ (i >> 8)) as u8).collect();
     let mut data = tempfile::tempfile()?;
     data.write_all(&content)?;
     let data = Arc::new(data);
