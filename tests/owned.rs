@@ -3,6 +3,9 @@
 //! when the kernel is done; leaking one corrupts nothing; `O_DIRECT` with `AlignedBuf`; every
 //! Linux backend (each in a child process, `MIO_AIO_BACKEND`).
 
+// The FUSE, leak and O_DIRECT tests (and their helpers) are Linux-only.
+#![cfg_attr(not(target_os = "linux"), allow(dead_code, unused_imports))]
+
 mod support;
 
 use std::{

@@ -6,6 +6,8 @@
 //! Run with `cargo test --features tokio --test tokio_owned` (the backend can be forced with
 //! `MIO_AIO_BACKEND`).
 #![cfg(feature = "tokio")]
+// The FUSE and leak tests (and their helpers) are Linux-only.
+#![cfg_attr(not(target_os = "linux"), allow(dead_code, unused_imports))]
 
 mod support;
 

@@ -4,7 +4,7 @@
 //! Each takes the file (anything [`AsFd`] that can move between threads, typically an
 //! `Arc<File>`) and the buffers by value, and resolves to `(io::Result<_>, buffers)`: the
 //! buffers come back whether the operation succeeded or not. The futures are `'static` and
-//! `Send`, so [`tokio::spawn`](::tokio::spawn) accepts them.
+//! `Send`, so [`tokio::spawn`] accepts them.
 //!
 //! ```
 //! use std::{io::Write, sync::Arc};
@@ -22,7 +22,7 @@
 //! }
 //! ```
 //!
-//! They run exactly like [`AioFut`](super::AioFut) (same submission, same wake-ups, same
+//! They run exactly like [`AioFut`] (same submission, same wake-ups, same
 //! handling of full queues; see the [parent module](super)), with two differences:
 //!
 //! * **Dropping** a future whose operation is in flight does not block the thread: the
