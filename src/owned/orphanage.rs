@@ -6,8 +6,9 @@
 //! with its buffers and file, to this module. One background thread, started at the first
 //! orphan, checks every orphan without ever waiting on any single one (a read from a pipe may
 //! never end): it checks them all, frees those that are done, sleeps for a bounded time (1 ms
-//! after progress, doubling to at most 50 ms while nothing ends), and starts over; with no
-//! orphans left it sleeps until the next one arrives.
+//! after progress, doubling to at most 50 ms while nothing ends, and at least four times as
+//! long as the checks took, so that thousands of never-ending orphans cost little CPU), and
+//! starts over; with no orphans left it sleeps until the next one arrives.
 //!
 //! Memory is bounded by the number of operations in flight, which the kernel and the Linux
 //! driver already bound. If the thread cannot be started, each new orphan checks the others
@@ -20,7 +21,7 @@ use std::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
         Condvar, Mutex, MutexGuard,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 /// An operation whose owner is gone, with everything the kernel may still use.
@@ -105,11 +106,15 @@ fn reap_forever() {
                 list = ARRIVED.wait(list).unwrap_or_else(|e| e.into_inner());
             }
         }
-        sleep = if sweep() > 0 {
+        let started = Instant::now();
+        let freed = sweep();
+        sleep = if freed > 0 {
             MIN_SLEEP
         } else {
             (sleep * 2).min(MAX_SLEEP)
         };
-        std::thread::sleep(sleep);
+        // Many orphans that never end must not keep a CPU busy: rest at least four times as
+        // long as the checks took.
+        std::thread::sleep(sleep.max(started.elapsed() * 4));
     }
 }
