@@ -291,6 +291,39 @@ fn a_never_ending_orphan_does_not_hold_up_the_others() {
     wait_until_set(&pipe_freed);
 }
 
+/// Many reads dropped in flight are all freed once they end, and the reaper's count goes back
+/// to zero (in a child process, so that other tests' orphans do not count).
+#[cfg(target_os = "linux")]
+#[test]
+fn many_orphans_are_all_freed() {
+    support::in_child("many_orphans_are_all_freed", &[], || {
+        use support::fuse::{SlowFs, SlowFsOptions};
+        let Some(fs) = SlowFs::mount_or_skip(SlowFsOptions::default()) else {
+            return;
+        };
+        let file = Arc::new(std::fs::File::open(fs.path()).unwrap());
+        let t = Instant::now();
+        let flags: Vec<_> = (0..200u64)
+            .map(|i| {
+                let (buf, freed) = Tracked::new(512);
+                let mut op = owned::ReadAt::read_at(file.clone(), i * 4096, buf, 0);
+                op.submit().unwrap();
+                freed
+            })
+            .collect();
+        println!("200 reads submitted and dropped in {:?}", t.elapsed());
+        for freed in &flags {
+            wait_until_set(freed);
+        }
+        let start = Instant::now();
+        while owned::orphan_count() != 0 {
+            assert!(start.elapsed() < Duration::from_secs(5), "orphans left");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        println!("all freed {:?} after the first submission", t.elapsed());
+    });
+}
+
 /// `mem::forget` of a read in flight: the kernel's late write lands in the leaked buffer, not
 /// in memory allocated afterwards.
 #[cfg(target_os = "linux")]
