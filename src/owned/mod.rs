@@ -5,7 +5,8 @@
 //! read whose buffer lives in the enclosing scope. A server starts operations as requests
 //! arrive and finishes them in any order, across iterations of its loop: for that, the types
 //! here take the file (anything [`AsFd`] that can move to another thread: a `File`, an
-//! `Arc<File>`, …) and the buffers *by value*, and give the buffers back with the result.
+//! `Arc<File>`, an `OwnedFd`, …) and the buffers *by value*, and give the buffers back with
+//! the result. The file is kept, so its descriptor stays open, until the kernel is done.
 //!
 //! ```
 //! use std::{io::Write, sync::Arc};
