@@ -168,7 +168,12 @@ impl<T: Kind, B: Send + 'static, F: Send + 'static> Future for OwnedFut<T, B, F>
             let result = ready!(this.fut.as_mut().poll(cx));
             this.result = Some(result);
         }
-        let owning = this.owning().expect("an owned future keeps its operation");
+        let Some(owning) = this.owning() else {
+            // FreeBSD only: tokio refused to register the operation (its runtime is shutting
+            // down) and dropped it, never submitted, with its buffers. There is nothing to
+            // give back, and the runtime drops its tasks: never complete.
+            return Poll::Pending;
+        };
         match owning.take_bufs() {
             Some(bufs) => {
                 let result = this.result.take().expect("set above");
