@@ -91,6 +91,29 @@ fn pattern(pos: usize) -> u8 {
     (pos % 251) as u8 + 1
 }
 
+async fn all_kinds() {
+    let file = Arc::new(tempfile::tempfile().unwrap());
+    let (r, buf) = owned::write_at(file.clone(), b"abcdef".to_vec(), 0).await;
+    assert_eq!((r.unwrap(), buf), (6, b"abcdef".to_vec()));
+    let (r, bufs) = owned::writev_at(file.clone(), vec![&b"123"[..], &b"456"[..]], 6).await;
+    assert_eq!((r.unwrap(), bufs.concat()), (6, b"123456".to_vec()));
+    let (r, ()) = owned::sync_all(file.clone()).await;
+    r.unwrap();
+    let (r, ()) = owned::sync_data(file.clone()).await;
+    r.unwrap();
+    let (r, buf) = owned::read_at(file.clone(), vec![0u8; 4], 2).await;
+    assert_eq!((r.unwrap(), buf), (4, b"cdef".to_vec()));
+    let bufs: Vec<Box<[u8]>> = vec![vec![0u8; 4].into(), vec![0u8; 2].into()];
+    let (r, bufs) = owned::readv_at(file.clone(), bufs, 2).await;
+    assert_eq!(r.unwrap(), 6);
+    assert_eq!(bufs.concat(), b"cdef12");
+    // An error comes back with the buffer.
+    let ro = std::fs::File::open("/dev/null").unwrap();
+    let (r, buf) = owned::write_at(ro, vec![9u8; 3], 0).await;
+    assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EBADF));
+    assert_eq!(buf, [9, 9, 9]);
+}
+
 /// Runs each body on a current-thread runtime and on a 4-worker multi-thread runtime.
 macro_rules! on_both_runtimes {
     ($($(#[$meta:meta])* async fn $name:ident() $body:block)*) => {$(
@@ -111,26 +134,7 @@ macro_rules! on_both_runtimes {
 
 on_both_runtimes! {
     async fn every_kind_gives_result_and_buffers_back() {
-        let file = Arc::new(tempfile::tempfile().unwrap());
-        let (r, buf) = owned::write_at(file.clone(), b"abcdef".to_vec(), 0).await;
-        assert_eq!((r.unwrap(), buf), (6, b"abcdef".to_vec()));
-        let (r, bufs) = owned::writev_at(file.clone(), vec![&b"123"[..], &b"456"[..]], 6).await;
-        assert_eq!((r.unwrap(), bufs.concat()), (6, b"123456".to_vec()));
-        let (r, ()) = owned::sync_all(file.clone()).await;
-        r.unwrap();
-        let (r, ()) = owned::sync_data(file.clone()).await;
-        r.unwrap();
-        let (r, buf) = owned::read_at(file.clone(), vec![0u8; 4], 2).await;
-        assert_eq!((r.unwrap(), buf), (4, b"cdef".to_vec()));
-        let bufs: Vec<Box<[u8]>> = vec![vec![0u8; 4].into(), vec![0u8; 2].into()];
-        let (r, bufs) = owned::readv_at(file.clone(), bufs, 2).await;
-        assert_eq!(r.unwrap(), 6);
-        assert_eq!(bufs.concat(), b"cdef12");
-        // An error comes back with the buffer.
-        let ro = std::fs::File::open("/dev/null").unwrap();
-        let (r, buf) = owned::write_at(ro, vec![9u8; 3], 0).await;
-        assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EBADF));
-        assert_eq!(buf, [9, 9, 9]);
+        all_kinds().await;
     }
 
     async fn a_thousand_spawned_futures() {
@@ -262,5 +266,38 @@ fn outside_a_runtime_fails_and_gives_the_buffer_back() {
             assert_eq!(buf, [3, 3]);
         }
         Poll::Pending => panic!("a future polled outside a runtime must fail at once"),
+    }
+}
+
+/// The kinds again, in a child process per Linux backend, on a multi-thread runtime.
+#[cfg(target_os = "linux")]
+mod every_backend {
+    use super::*;
+
+    fn on(backend: &str, test: &str) {
+        support::in_child(test, &[("MIO_AIO_BACKEND", backend)], || {
+            assert_eq!(mio_aio::backend().unwrap().name(), backend);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(all_kinds());
+        });
+    }
+
+    #[test]
+    fn io_uring() {
+        on("io_uring", "every_backend::io_uring");
+    }
+
+    #[test]
+    fn kaio() {
+        on("kaio", "every_backend::kaio");
+    }
+
+    #[test]
+    fn threads() {
+        on("threads", "every_backend::threads");
     }
 }
