@@ -6,6 +6,7 @@
 // The FUSE, leak and O_DIRECT tests (and their helpers) are Linux-only.
 #![cfg_attr(not(target_os = "linux"), allow(dead_code, unused_imports))]
 
+mod owned_common;
 mod support;
 
 use std::{
@@ -19,51 +20,11 @@ use std::{
 
 use mio::{Events, Poll, Token};
 use mio_aio::{
-    owned::{self, AlignedBuf, IoBuf, IoBufMut},
+    owned::{self, AlignedBuf},
     AioFsyncMode, Errno,
 };
 
-/// A heap buffer that records when it is freed.
-#[derive(Debug)]
-struct Tracked {
-    data: Vec<u8>,
-    freed: Arc<AtomicBool>,
-}
-
-impl Tracked {
-    fn new(len: usize) -> (Tracked, Arc<AtomicBool>) {
-        let freed = Arc::new(AtomicBool::new(false));
-        let buf = Tracked {
-            data: vec![0u8; len],
-            freed: freed.clone(),
-        };
-        (buf, freed)
-    }
-}
-
-impl Drop for Tracked {
-    fn drop(&mut self) {
-        self.freed.store(true, Ordering::SeqCst);
-    }
-}
-
-// SAFETY: the bytes are the `Vec`'s heap allocation, which moving `Tracked` does not move and
-// which is freed only when `Tracked` is dropped.
-unsafe impl IoBuf for Tracked {
-    fn stable_ptr(&self) -> *const u8 {
-        self.data.as_ptr()
-    }
-    fn bytes_len(&self) -> usize {
-        self.data.len()
-    }
-}
-
-// SAFETY: as above; `Tracked` owns the `Vec` exclusively.
-unsafe impl IoBufMut for Tracked {
-    fn stable_mut_ptr(&mut self) -> *mut u8 {
-        self.data.as_mut_ptr()
-    }
-}
+use owned_common::Tracked;
 
 /// Waits (at most 10 s) for `flag`; returns how long it took.
 fn wait_until_set(flag: &AtomicBool) -> Duration {

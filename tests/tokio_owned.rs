@@ -9,6 +9,7 @@
 // The FUSE and leak tests (and their helpers) are Linux-only.
 #![cfg_attr(not(target_os = "linux"), allow(dead_code, unused_imports))]
 
+mod owned_common;
 mod support;
 
 use std::{
@@ -23,55 +24,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mio_aio::{
-    owned::{IoBuf, IoBufMut},
-    tokio::owned,
-};
+use mio_aio::tokio::owned;
 
-/// A heap buffer that records when it is freed.
-#[derive(Debug)]
-struct Tracked {
-    data: Vec<u8>,
-    freed: Arc<AtomicBool>,
-}
-
-impl Tracked {
-    fn new(len: usize) -> (Tracked, Arc<AtomicBool>) {
-        let freed = Arc::new(AtomicBool::new(false));
-        let data = vec![0u8; len];
-        (
-            Tracked {
-                data,
-                freed: freed.clone(),
-            },
-            freed,
-        )
-    }
-}
-
-impl Drop for Tracked {
-    fn drop(&mut self) {
-        self.freed.store(true, Ordering::SeqCst);
-    }
-}
-
-// SAFETY: the bytes are the `Vec`'s heap allocation, which moving `Tracked` does not move and
-// which is freed only when `Tracked` is dropped.
-unsafe impl IoBuf for Tracked {
-    fn stable_ptr(&self) -> *const u8 {
-        self.data.as_ptr()
-    }
-    fn bytes_len(&self) -> usize {
-        self.data.len()
-    }
-}
-
-// SAFETY: as above; `Tracked` owns the `Vec` exclusively.
-unsafe impl IoBufMut for Tracked {
-    fn stable_mut_ptr(&mut self) -> *mut u8 {
-        self.data.as_mut_ptr()
-    }
-}
+use owned_common::Tracked;
 
 /// Waits (at most 10 s) for `flag`, without blocking the runtime.
 async fn wait_until_set(flag: &AtomicBool) {
