@@ -285,6 +285,56 @@ fn many_orphans_are_all_freed() {
     });
 }
 
+/// A child of `fork` inherits the orphan list but not the reaper thread: its own orphans are
+/// freed all the same (in a child process of the test, so that the fork copies little).
+#[cfg(target_os = "linux")]
+#[test]
+fn orphans_of_a_forked_child_are_freed() {
+    support::in_child("orphans_of_a_forked_child_are_freed", &[], || {
+        use support::fuse::{SlowFs, SlowFsOptions};
+        let Some(fs) = SlowFs::mount_or_skip(SlowFsOptions::default()) else {
+            return;
+        };
+        let file = Arc::new(std::fs::File::open(fs.path()).unwrap());
+        // Start the parent's reaper, and let it go idle (not holding its lock at the fork).
+        let (buf, freed) = Tracked::new(512);
+        let mut op = owned::ReadAt::read_at(file.clone(), 0, buf, 0);
+        op.submit().unwrap();
+        drop(op);
+        wait_until_set(&freed);
+        std::thread::sleep(Duration::from_millis(100));
+
+        // SAFETY: the child only runs this crate's code and then `_exit`s; it never returns
+        // into the test harness.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let (buf, freed) = Tracked::new(512);
+            let mut op = owned::ReadAt::read_at(file.clone(), 4096, buf, 0);
+            let submitted = op.submit().is_ok() && op.is_running();
+            drop(op);
+            let start = Instant::now();
+            while !freed.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let code = if submitted && freed.load(Ordering::SeqCst) {
+                0
+            } else {
+                1
+            };
+            // SAFETY: ends the child without running the parent's atexit handlers.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child made above.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the forked child's orphan was not freed (status {status})"
+        );
+    });
+}
+
 /// `mem::forget` of a read in flight: the kernel's late write lands in the leaked buffer, not
 /// in memory allocated afterwards.
 #[cfg(target_os = "linux")]

@@ -12,13 +12,15 @@
 //!
 //! Memory is bounded by the number of operations in flight, which the kernel and the Linux
 //! driver already bound. If the thread cannot be started, each new orphan checks the others
-//! on the spot instead, so that memory is still reclaimed as operations end.
+//! on the spot instead, so that memory is still reclaimed as operations end. A child of `fork`
+//! (which inherits the list but not the thread) starts a reaper of its own at its first
+//! orphan; the parent's operations are not the child's, and count as done there.
 
 use std::{
     mem,
     panic::{catch_unwind, AssertUnwindSafe},
     sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicU32, AtomicUsize, Ordering},
         Condvar, Mutex, MutexGuard,
     },
     time::{Duration, Instant},
@@ -39,7 +41,9 @@ const MAX_SLEEP: Duration = Duration::from_millis(50);
 
 static ORPHANS: Mutex<Vec<Box<dyn Orphan>>> = Mutex::new(Vec::new());
 static ARRIVED: Condvar = Condvar::new();
-static REAPER_STARTED: AtomicBool = AtomicBool::new(false);
+/// The process that started the reaper thread (0: none). A child of `fork` has no such
+/// thread, and starts its own at its first orphan.
+static REAPER_PID: AtomicU32 = AtomicU32::new(0);
 /// Orphans not yet freed (including those being checked right now).
 static PENDING: AtomicUsize = AtomicUsize::new(0);
 
@@ -52,15 +56,21 @@ fn orphans() -> MutexGuard<'static, Vec<Box<dyn Orphan>>> {
 pub(crate) fn adopt(orphan: Box<dyn Orphan>) {
     PENDING.fetch_add(1, Ordering::Relaxed);
     orphans().push(orphan);
-    if !REAPER_STARTED.swap(true, Ordering::AcqRel) {
+    let pid = std::process::id();
+    let running = REAPER_PID.load(Ordering::Acquire);
+    if running != pid
+        && REAPER_PID
+            .compare_exchange(running, pid, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    {
         let spawned = std::thread::Builder::new()
             .name("mio-aio-reaper".into())
             .spawn(reap_forever);
         if spawned.is_err() {
-            REAPER_STARTED.store(false, Ordering::Release);
+            REAPER_PID.store(0, Ordering::Release);
         }
     }
-    if REAPER_STARTED.load(Ordering::Acquire) {
+    if REAPER_PID.load(Ordering::Acquire) == pid {
         ARRIVED.notify_one();
     } else {
         sweep();
