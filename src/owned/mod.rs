@@ -131,6 +131,22 @@ impl<B: IoBufMut, F: AsFd + Send + 'static> ReadAt<F, B> {
 impl<B: IoBufMut, F: AsFd + Send + 'static> ReadvAt<F, B> {
     /// Reads from `file` at `offset` into `bufs`, in order, like `preadv`. On FreeBSD this
     /// needs FreeBSD 13 or later.
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use mio_aio::owned;
+    /// let mut file = tempfile::tempfile().unwrap();
+    /// file.write_all(b"abcdef123456").unwrap();
+    /// let bufs: Vec<Box<[u8]>> = vec![Box::new([0; 4]), Box::new([0; 2])];
+    /// let mut op = owned::ReadvAt::readv_at(file, 2, bufs, 0);
+    /// op.submit().unwrap();
+    /// while op.is_running() {
+    ///     std::thread::yield_now();
+    /// }
+    /// let (result, bufs) = op.take_result().unwrap();
+    /// assert_eq!(result.unwrap(), 6);
+    /// assert_eq!((&*bufs[0], &*bufs[1]), (&b"cdef"[..], &b"12"[..]));
+    /// ```
     pub fn readv_at(file: F, offset: u64, bufs: Vec<B>, prio: i32) -> Self {
         OwnedSource::from(Owning::readv_at(file, offset, bufs, prio))
     }
@@ -138,6 +154,19 @@ impl<B: IoBufMut, F: AsFd + Send + 'static> ReadvAt<F, B> {
 
 impl<B: IoBuf, F: AsFd + Send + 'static> WriteAt<F, B> {
     /// Writes `buf` to `file` at `offset`, like `pwrite`.
+    ///
+    /// ```
+    /// use mio_aio::owned;
+    /// let file = tempfile::tempfile().unwrap();
+    /// let mut op = owned::WriteAt::write_at(file, 0, b"abc".to_vec(), 0);
+    /// // An operation need not be registered: it can also be polled.
+    /// op.submit().unwrap();
+    /// while op.is_running() {
+    ///     std::thread::yield_now();
+    /// }
+    /// let (result, buf) = op.take_result().unwrap();
+    /// assert_eq!((result.unwrap(), buf), (3, b"abc".to_vec()));
+    /// ```
     pub fn write_at(file: F, offset: u64, buf: B, prio: i32) -> Self {
         OwnedSource::from(Owning::write_at(file, offset, buf, prio))
     }
@@ -154,6 +183,19 @@ impl<B: IoBuf, F: AsFd + Send + 'static> WritevAt<F, B> {
 impl<F: AsFd + Send + 'static> Fsync<F> {
     /// Syncs `file` to storage, like `fsync` ([`AioFsyncMode::O_SYNC`]) or `fdatasync`
     /// ([`AioFsyncMode::O_DSYNC`]). Its result is `()`, and its "buffers" are `()`.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use mio_aio::{owned, AioFsyncMode};
+    /// let file = Arc::new(tempfile::tempfile().unwrap());
+    /// let mut op = owned::Fsync::fsync(file.clone(), AioFsyncMode::O_DSYNC, 0);
+    /// op.submit().unwrap();
+    /// while op.is_running() {
+    ///     std::thread::yield_now();
+    /// }
+    /// let (result, ()) = op.take_result().unwrap();
+    /// result.unwrap();
+    /// ```
     pub fn fsync(file: F, mode: AioFsyncMode, prio: i32) -> Self {
         OwnedSource::from(Owning::fsync(file, mode, prio))
     }
