@@ -100,6 +100,7 @@
 mod lio;
 #[cfg_attr(not(target_os = "freebsd"), allow(dead_code))]
 mod lio_book;
+pub mod owned;
 mod source;
 mod sys;
 #[cfg(feature = "tokio")]
