@@ -1,0 +1,3 @@
+//! Helpers of the examples (no `unsafe` here either).
+
+pub mod http;
