@@ -40,11 +40,10 @@ use std::{
     collections::{BinaryHeap, VecDeque},
     error::Error,
     ffi::OsString,
-    fs::{File, OpenOptions},
+    fs::File,
     io::{self, ErrorKind, IoSlice, Read, Write},
     net::SocketAddr,
     ops::Deref,
-    os::unix::fs::OpenOptionsExt,
     path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
@@ -206,7 +205,13 @@ fn run(args: Args) -> Result<()> {
         for event in events.iter() {
             match event.token() {
                 LISTENER => server.accept(registry),
-                Token(t) if t % 2 == 1 => server.service(registry, (t - 1) / 2),
+                Token(t) if t % 2 == 1 => {
+                    let i = (t - 1) / 2;
+                    if event.is_readable() || event.is_read_closed() || event.is_error() {
+                        server.set_readable(i);
+                    }
+                    server.service(registry, i)
+                }
                 Token(t) => server.read_done(registry, t / 2 - 1),
             }
         }
@@ -252,6 +257,8 @@ struct Body {
     read: Option<FileRead>,
     /// The read could not start (`EAGAIN`): retry at `Server::retry_at`.
     blocked: bool,
+    /// No data read yet: the head waits to go out with the first chunk, in one write.
+    first: bool,
 }
 
 struct Conn {
@@ -260,6 +267,9 @@ struct Conn {
     inbuf: Vec<u8>,
     /// The client has closed its side, or no more requests are read (after a 400).
     eof: bool,
+    /// The socket may have data: false from `WouldBlock` to the next readable event (the
+    /// registration is edge-triggered), which saves a `recv` per wake-up.
+    readable: bool,
     out: VecDeque<Segment>,
     out_bytes: usize,
     body: Option<Body>,
@@ -303,6 +313,12 @@ impl Server {
         Some(at.saturating_duration_since(Instant::now()))
     }
 
+    fn set_readable(&mut self, i: usize) {
+        if let Some(conn) = self.conns.get_mut(i).and_then(Option::as_mut) {
+            conn.readable = true;
+        }
+    }
+
     fn accept(&mut self, registry: &Registry) {
         loop {
             let mut stream = match self.listener.accept() {
@@ -338,6 +354,7 @@ impl Server {
                 serial: self.next_serial,
                 inbuf: Vec::new(),
                 eof: false,
+                readable: true,
                 out: VecDeque::new(),
                 out_bytes: 0,
                 body: None,
@@ -374,7 +391,9 @@ impl Server {
             let Some(conn) = self.conns.get_mut(i).and_then(Option::as_mut) else {
                 return Ok(true);
             };
-            conn.flush(&mut self.pool, self.chunk)?;
+            if !conn.body.as_ref().is_some_and(|b| b.first) {
+                conn.flush(&mut self.pool, self.chunk)?;
+            }
             let answered = conn.body.is_none() && conn.out.is_empty();
             if conn.lingering {
                 conn.inbuf.clear();
@@ -440,7 +459,7 @@ impl Server {
                 return Ok(());
             }
         };
-        let file = match open(&path, self.direct) {
+        let file = match http::open_beneath(&self.root, &path, self.direct) {
             Ok(f) => f,
             Err(e) => {
                 conn.push(http::error(http::status_of(&e), keep_alive, head_only));
@@ -476,6 +495,7 @@ impl Server {
                 end,
                 read: None,
                 blocked: false,
+                first: true,
             });
         }
         Ok(())
@@ -569,6 +589,7 @@ impl Server {
             return self.close(registry, i, Some(e));
         }
         body.next += useful as u64;
+        body.first = false;
         conn.last_active = Instant::now();
         conn.out_bytes += useful;
         conn.out.push_back(Segment {
@@ -652,15 +673,19 @@ impl Conn {
     /// Receives what the client sent, while `inbuf` has room.
     fn receive(&mut self) -> io::Result<()> {
         let mut buf = [0u8; 4096];
-        while !self.eof && self.inbuf.len() < MAX_INBUF {
+        while !self.eof && self.readable && self.inbuf.len() < MAX_INBUF {
             match self.stream.read(&mut buf) {
                 Ok(0) => self.eof = true,
-                Ok(_) if self.lingering => {}
                 Ok(n) => {
-                    self.inbuf.extend_from_slice(&buf[..n]);
-                    self.last_active = Instant::now();
+                    if !self.lingering {
+                        self.inbuf.extend_from_slice(&buf[..n]);
+                        self.last_active = Instant::now();
+                    }
+                    // A short read took all there was: anything that arrives later brings a
+                    // new edge-triggered event.
+                    self.readable = n == buf.len();
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => self.readable = false,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
@@ -701,21 +726,4 @@ impl Conn {
         }
         Ok(())
     }
-}
-
-/// Opens a regular file to serve, and gives its size.
-fn open(path: &std::path::Path, direct: bool) -> io::Result<(File, u64)> {
-    let mut flags = libc::O_NOFOLLOW;
-    if direct {
-        flags |= libc::O_DIRECT;
-    }
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(flags)
-        .open(path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(ErrorKind::NotFound.into());
-    }
-    Ok((file, meta.len()))
 }

@@ -111,6 +111,16 @@ impl Server {
             let _ = child.wait();
             panic!("http_server's first line is not `listening on ADDR`: {first:?}");
         };
+        // The backend the server runs on is the one asked for (the tests are run once per
+        // backend with MIO_AIO_BACKEND).
+        if let (true, Ok(wanted)) = (cfg!(target_os = "linux"), std::env::var("MIO_AIO_BACKEND")) {
+            let second = rx.recv_timeout(TIMEOUT).unwrap_or_default();
+            if !second.ends_with(&format!("backend {wanted}")) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("MIO_AIO_BACKEND={wanted}, but http_server says {second:?}");
+            }
+        }
         Server { child, addr }
     }
 
@@ -430,7 +440,10 @@ fn no_path_leaves_the_root() {
     std::os::unix::fs::symlink(files.dir.path().join("secret"), root.join("out")).unwrap();
     std::os::unix::fs::symlink(files.dir.path(), root.join("updir")).unwrap();
     std::os::unix::fs::symlink("sub/inner.txt", root.join("in")).unwrap();
-    let server = Server::start(&root, &[]);
+    // Opening a FIFO would block (the whole server) until a writer comes: it is no file.
+    let made = Command::new("mkfifo").arg(root.join("fifo")).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo failed");
+    let mut server = Server::start(&root, &[]);
     for path in [
         "/../secret",
         "/sub/../../secret",
@@ -443,6 +456,7 @@ fn no_path_leaves_the_root() {
         "/updir/secret",
         "//etc/passwd",
         "/%2fetc%2fpasswd",
+        "/fifo",
     ] {
         let (code, _, body) = get(&server.url(path), &[]);
         assert_eq!(code, 404, "{path}: {}", String::from_utf8_lossy(&body));
@@ -450,6 +464,7 @@ fn no_path_leaves_the_root() {
     // A symlink that stays inside the root is served.
     let (code, _, body) = get(&server.url("/in"), &[]);
     assert_eq!((code, body), (200, b"inner\n".to_vec()));
+    server.assert_alive();
 }
 
 #[test]

@@ -2,12 +2,17 @@
 //! request head (with `httparse`), mapping its target to a file under the root without ever
 //! leaving it, reading a `Range` header, and writing a response head.
 
+#[cfg(target_os = "linux")]
+use std::os::fd::AsRawFd;
 use std::{
     ffi::OsStr,
+    fs::{File, OpenOptions},
     io,
-    os::unix::ffi::OsStrExt,
+    os::unix::{ffi::OsStrExt, fs::OpenOptionsExt},
     path::{Component, Path, PathBuf},
 };
+
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
 
 /// The longest request head accepted; a longer one is answered 400.
 pub const MAX_HEAD: usize = 16 << 10;
@@ -113,10 +118,8 @@ pub enum NoFile {
     NotFound,
 }
 
-/// Maps `target` to a regular file under `root` (canonical). The path is percent-decoded; a
-/// `..` component, or a path that leaves `root` once canonicalized (a symlink pointing out),
-/// is `NotFound`. (A symlink swapped in between this check and the `open` is not guarded
-/// against: that needs `openat2(RESOLVE_BENEATH)`.)
+/// Maps `target` to a path under `root`: percent-decoded, with no `..` component (that is
+/// `NotFound`). Symlinks are resolved by [`open_beneath`], which checks where they lead.
 pub fn resolve(root: &Path, target: &str) -> Result<PathBuf, NoFile> {
     let path = target.split(['?', '#']).next().unwrap_or_default();
     let Some(path) = path.strip_prefix('/') else {
@@ -136,11 +139,50 @@ pub fn resolve(root: &Path, target: &str) -> Result<PathBuf, NoFile> {
             _ => return Err(NoFile::NotFound),
         }
     }
-    let canonical = full.canonicalize().map_err(|_| NoFile::NotFound)?;
-    if !canonical.starts_with(root) {
-        return Err(NoFile::NotFound);
+    Ok(full)
+}
+
+/// Opens the regular file at `path` for reading (with `O_DIRECT` if `direct`), if it lies
+/// under `root` (canonical) once every symlink is resolved; gives it with its size. Anything
+/// else is `NotFound`.
+///
+/// The check is of the file actually opened (on Linux its `/proc/self/fd` link, elsewhere
+/// the canonical path), so a symlink swapped in meanwhile cannot lead out. The file is opened
+/// `O_NONBLOCK`, so that a FIFO cannot block the server in `open`, and that flag is cleared
+/// once the file is known to be regular (io_uring answers `EAGAIN` instead of waiting on a
+/// file that has it).
+pub fn open_beneath(root: &Path, path: &Path, direct: bool) -> io::Result<(File, u64)> {
+    let mut flags = libc::O_NONBLOCK;
+    if direct {
+        flags |= libc::O_DIRECT;
     }
-    Ok(canonical)
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() || !real_path(&file, path)?.starts_with(root) {
+        return Err(io::ErrorKind::NotFound.into());
+    }
+    // F_SETFL sets all of the flags it can change: keep O_DIRECT, the only other one set.
+    let keep = if direct {
+        OFlag::O_DIRECT
+    } else {
+        OFlag::empty()
+    };
+    fcntl(&file, FcntlArg::F_SETFL(keep))?;
+    Ok((file, meta.len()))
+}
+
+#[cfg(target_os = "linux")]
+fn real_path(file: &File, path: &Path) -> io::Result<PathBuf> {
+    std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .or_else(|_| path.canonicalize()) // No /proc.
+}
+
+#[cfg(not(target_os = "linux"))]
+fn real_path(_file: &File, path: &Path) -> io::Result<PathBuf> {
+    path.canonicalize()
 }
 
 /// Decodes `%XX` escapes; `None` for a malformed one.
