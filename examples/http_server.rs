@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --release --example http_server -- --root DIR [--addr 127.0.0.1:8080] [--direct]
 //!                                              [--chunk N] [--idle-timeout SECS]
+//!                                              [--open-cache SECS]
 //! ```
 //!
 //! It serves the regular files under DIR: GET and HEAD, keep-alive (HTTP/1.1, and HTTP/1.0
@@ -12,7 +13,10 @@
 //! several ranges are ignored, as RFC 9110 allows), 404, 405 (with `Allow`), and 400 for a
 //! malformed request (after which the connection closes). No path leaves DIR: a `..` component
 //! (also percent-encoded) and a symlink pointing out of DIR are 404. A connection idle for
-//! `--idle-timeout` seconds (default 15) is closed. Requests are parsed by `httparse`.
+//! `--idle-timeout` seconds (default 15) is closed. Requests are parsed by `httparse`. A file
+//! served again within `--open-cache` seconds (default 1; 0: never) of its opening reuses the
+//! open descriptor and its size then (`examples/common/open_files.rs`, like nginx's
+//! `open_file_cache`).
 //!
 //! The first line on stdout is `listening on ADDR` (with `--addr 127.0.0.1:0` the system picks
 //! the port, and that line tells it).
@@ -56,12 +60,15 @@ use mio::{
 use mio_aio::{owned, Errno};
 
 mod common;
-use common::http::{self, Method, NoFile, Parsed, Ranged};
+use common::{
+    http::{self, Method, NoFile, Parsed, Ranged},
+    open_files::OpenFiles,
+};
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
 const USAGE: &str = "usage: http_server --root DIR [--addr IP:PORT] [--direct] [--chunk N] \
-                     [--idle-timeout SECS]";
+                     [--idle-timeout SECS] [--open-cache SECS]";
 const DEFAULT_ADDR: &str = "127.0.0.1:8080";
 /// At most this many connections at once; more are closed at once.
 const MAX_CONNS: usize = 4096;
@@ -81,6 +88,7 @@ struct Args {
     direct: bool,
     chunk: usize,
     idle: Duration,
+    open_cache: Duration,
 }
 
 fn main() {
@@ -108,13 +116,14 @@ fn parse_args(
     let mut root = None;
     let mut addr = DEFAULT_ADDR.parse().expect("a valid default address");
     let (mut direct, mut chunk, mut idle) = (false, 128 << 10, Duration::from_secs(15));
+    let mut open_cache = Duration::from_secs(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
         match arg.to_str() {
             Some("-h" | "--help") => return Ok(None),
             Some("--root") => root = Some(PathBuf::from(value("--root")?)),
             Some("--direct") => direct = true,
-            Some(name @ ("--addr" | "--chunk" | "--idle-timeout")) => {
+            Some(name @ ("--addr" | "--chunk" | "--idle-timeout" | "--open-cache")) => {
                 let v = value(name)?;
                 let v = v.to_str().ok_or_else(|| format!("bad {name} {v:?}"))?;
                 let bad = || format!("bad {name} {v:?}");
@@ -125,6 +134,13 @@ fn parse_args(
                         if !(512..=(16 << 20)).contains(&chunk) {
                             return Err(format!("--chunk {v} is out of range (512 to 16M)"));
                         }
+                    }
+                    "--open-cache" => {
+                        let secs: f64 = v.parse().map_err(|_| bad())?;
+                        if !(0.0..=3600.0).contains(&secs) {
+                            return Err(format!("--open-cache {v} is out of range"));
+                        }
+                        open_cache = Duration::from_secs_f64(secs);
                     }
                     _ => {
                         let secs: f64 = v.parse().map_err(|_| bad())?;
@@ -145,6 +161,7 @@ fn parse_args(
         direct,
         chunk,
         idle,
+        open_cache,
     }))
 }
 
@@ -192,6 +209,7 @@ fn run(args: Args) -> Result<()> {
         deadlines: BinaryHeap::new(),
         retry_at: None,
         pool: Vec::new(),
+        files: OpenFiles::new(args.open_cache),
     };
     loop {
         let timeout = server.next_timeout();
@@ -298,6 +316,7 @@ struct Server {
     retry_at: Option<Instant>,
     /// Read buffers of `chunk` bytes' capacity, for reuse.
     pool: Vec<Vec<u8>>,
+    files: OpenFiles,
 }
 
 /// What `Server::try_service` found: keep the connection, or close it (and why).
@@ -459,7 +478,7 @@ impl Server {
                 return Ok(());
             }
         };
-        let file = match http::open_beneath(&self.root, &path, self.direct) {
+        let file = match self.files.open(&self.root, &path, self.direct) {
             Ok(f) => f,
             Err(e) => {
                 conn.push(http::error(http::status_of(&e), keep_alive, head_only));
@@ -490,7 +509,7 @@ impl Server {
         conn.push(http::head(status, &headers, end - start, keep_alive));
         if !head_only && start < end {
             conn.body = Some(Body {
-                file: Arc::new(file),
+                file,
                 next: start,
                 end,
                 read: None,

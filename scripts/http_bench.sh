@@ -126,6 +126,9 @@ http {{
     tcp_nopush on;
     keepalive_timeout 60;
     keepalive_requests 10000000;
+    # As http_server's default --open-cache 1: descriptors reused for a second.
+    open_file_cache max=1000 inactive=20s;
+    open_file_cache_valid 1s;
     default_type application/octet-stream;
     client_body_temp_path {d}/body;
     proxy_temp_path {d}/proxy;
@@ -196,7 +199,10 @@ def parse_wrk(out):
     lat = {}
     for pct, val, unit in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M):
         lat[pct] = float(val) * UNIT[unit]
-    if rps == 0:  # no request completed in the whole run: wrk then prints 0 latencies
+    done = re.search(r"(\d+) requests in", out)
+    if rps == 0 or not done or int(done.group(1)) == 0:
+        # No request completed (wrk prints 0 latencies, and counts timeouts in req/s).
+        rps = 0.0
         lat = {"50": float("inf"), "99": float("inf")}
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     sock = re.search(r"Socket errors: (.*)", out)

@@ -529,6 +529,33 @@ fn idle_connections_are_closed_after_the_timeout() {
     assert!(answer.is_empty() && started.elapsed() >= Duration::from_millis(900));
 }
 
+#[test]
+fn open_files_are_reopened_once_their_cache_entry_expires() {
+    let files = Files::new();
+    let path = files.root().join("changing.txt");
+    let replace = |content: &str| {
+        let tmp = files.dir.path().join("tmp");
+        std::fs::write(&tmp, content).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    };
+    replace("one");
+    let cached = Server::start(&files.root(), &["--open-cache", "1"]);
+    let uncached = Server::start(&files.root(), &["--open-cache", "0"]);
+    for server in [&cached, &uncached] {
+        assert_eq!(get(&server.url("/changing.txt"), &[]).2, b"one");
+    }
+    replace("two!!");
+    // Without the cache the new file at once; with it, the new file once its second is over.
+    assert_eq!(get(&uncached.url("/changing.txt"), &[]).2, b"two!!");
+    thread::sleep(Duration::from_millis(1100));
+    let (code, head, body) = get(&cached.url("/changing.txt"), &[]);
+    assert_eq!((code, body), (200, b"two!!".to_vec()), "{head}");
+    // A removed file is a 404 once its entry expired.
+    std::fs::remove_file(&path).unwrap();
+    thread::sleep(Duration::from_millis(1100));
+    assert_eq!(get(&cached.url("/changing.txt"), &[]).0, 404);
+}
+
 /// 200 connections open at once, each asking for a 300 KB file twice, with all requests sent
 /// before any answer is read: the server must keep them all, and stop and resume each
 /// response as its client's socket fills (the client reads one connection at a time).
