@@ -24,9 +24,10 @@
 //! How it works: the listener, every connection and every file read in flight are event
 //! sources of the same `mio::Poll`. Connection slot `i` has token `2i + 1`, and its file read
 //! (at most one at a time) token `2i + 2`. A response's body is read in chunks of `--chunk`
-//! bytes (default 128K) by `mio_aio::owned::ReadAt`, which owns its buffer and the file (an
-//! `Arc<File>`), so a connection that closes mid-read just drops the read (mio-aio cancels it
-//! and frees the buffer once the kernel is done). The next chunk is read while the previous
+//! bytes (default 32K: with small chunks a loop busy sending large files stays fairer to small
+//! requests, see BENCHMARKS.md) by `mio_aio::owned::ReadAt`, which owns its buffer and the file
+//! (an `Arc<File>`), so a connection that closes mid-read just drops the read (mio-aio cancels
+//! it and frees the buffer once the kernel is done). The next chunk is read while the previous
 //! one is being sent; no more is read while a chunk waits for the client (backpressure: the
 //! socket's WRITABLE event resumes the sending). Socket writes are non-blocking
 //! `write_vectored` calls of the head and the chunks, with no copy. The loop never blocks on a
@@ -115,7 +116,7 @@ fn parse_args(
 ) -> std::result::Result<Option<Args>, String> {
     let mut root = None;
     let mut addr = DEFAULT_ADDR.parse().expect("a valid default address");
-    let (mut direct, mut chunk, mut idle) = (false, 128 << 10, Duration::from_secs(15));
+    let (mut direct, mut chunk, mut idle) = (false, 32 << 10, Duration::from_secs(15));
     let mut open_cache = Duration::from_secs(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));

@@ -3,6 +3,7 @@
 # aio threads) with wrk, in one run, on the same files, on 127.0.0.1 only.
 #
 #   flock /work/bench.lock scripts/http_bench.sh [--reps N] [--secs N] [--conns N]
+#                                              [--only NAME] [--mio-args "OPTIONS"]
 #
 # Scenarios, each driven by `wrk -t1 -cCONNS -dSECS --latency` over the hot files:
 #   hot        small files (1-16 KiB), all in the page cache
@@ -16,9 +17,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-REPS=3 SECS=5 CONNS=32
+REPS=3 SECS=5 CONNS=32 ONLY="" MIO_ARGS=""
 while [ $# -gt 0 ]; do
   case "$1" in
+    --only) ONLY=$2; shift 2 ;;          # run only the servers whose name contains this
+    --mio-args) MIO_ARGS=$2; shift 2 ;;  # extra options for http_server, e.g. "--chunk 32K"
     --reps) REPS=$2; shift 2 ;;
     --secs) SECS=$2; shift 2 ;;
     --conns) CONNS=$2; shift 2 ;;
@@ -80,7 +83,7 @@ FUSE_FILE=$(sed -n 's/^mounted //p' "$WORK/fuse.out")
 [ -n "$FUSE_FILE" ] || { echo "http_bench: the FUSE mount failed:" >&2; cat "$WORK/fuse.out" >&2; exit 1; }
 FUSE_URL=${FUSE_FILE#"$ROOT"}
 
-export ROOT WORK SERVER REPS SECS CONNS FUSE_URL
+export ROOT WORK SERVER REPS SECS CONNS FUSE_URL ONLY MIO_ARGS
 python3 - <<'EOF'
 import os, re, signal, socket, statistics, subprocess, sys, time
 
@@ -151,7 +154,8 @@ http {{
 
 def start_mio():
     port = free_port()
-    p = subprocess.Popen([SERVER, "--root", ROOT, "--addr", f"127.0.0.1:{port}"],
+    p = subprocess.Popen([SERVER, "--root", ROOT, "--addr", f"127.0.0.1:{port}",
+                          *os.environ["MIO_ARGS"].split()],
                          stdout=open(f"{WORK}/mio.stdout", "w"),
                          stderr=open(f"{WORK}/mio.stderr", "a"))
     wait_port(port, p)
@@ -162,6 +166,7 @@ SERVERS = {
     "nginx aio threads": lambda: start_nginx("threads"),
     "mio-aio http_server": start_mio,
 }
+SERVERS = {k: v for k, v in SERVERS.items() if os.environ["ONLY"] in k}
 
 def lua(name, body):
     path = f"{WORK}/{name}.lua"
@@ -276,9 +281,10 @@ for rep in range(REPS):
 
 out = []
 p = out.append
-with open(f"{WORK}/mio.stdout") as f:
-    p(f"http_server: {f.read().strip().splitlines()[-1]}; nginx: "
-      + subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip())
+if os.path.exists(f"{WORK}/mio.stdout"):
+    with open(f"{WORK}/mio.stdout") as f:
+        p(f"http_server {os.environ['MIO_ARGS']}: {f.read().strip().splitlines()[-1]}")
+p(subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip())
 p(f"wrk -t1 -c{CONNS} -d{SECS}s --latency over 100 hot files (1-16 KiB); cold load: 8 more "
   f"connections; {REPS} repetitions; medians (min-max)\n")
 p("| server | scenario | req/s | p50 ms | p99 ms | p99 / hot p99 | cold requests done |")
@@ -301,13 +307,15 @@ p("\nRatios within each repetition, mio-aio http_server / nginx aio threads (req
   "better; p99: <1 is better):\n")
 p("| rep | scenario | req/s ratio | p99 ratio |")
 p("|---|---|---|---|")
-for rep in range(REPS):
+for rep in range(REPS if len(SERVERS) == 3 else 0):
     for kind in KINDS:
         m = results["mio-aio http_server"][kind][rep]
         n = results["nginx aio threads"][kind][rep]
         p(f"| {rep + 1} | {kind} | {div(m['rps'], n['rps']):.2f} | {div(m['p99'], n['p99']):.2f} |")
-with open(f"{WORK}/mio.stderr") as f:
-    errs = f.read().strip()
+errs = ""
+if os.path.exists(f"{WORK}/mio.stderr"):
+    with open(f"{WORK}/mio.stderr") as f:
+        errs = f.read().strip()
 if errs:
     p("\nhttp_server stderr:\n" + errs[-2000:])
 report = "\n".join(out) + "\n"
