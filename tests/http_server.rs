@@ -655,6 +655,65 @@ fn direct_mode_serves_unaligned_tails_and_ranges() {
     two_hundred_connections(&files.root(), &data, &["--direct", "--chunk", "32K"]);
 }
 
+/// The loop never waits for a file: while four responses wait for reads that take 1 s each
+/// (the slow FUSE file system), requests that need no read are answered at once, and the
+/// idle timer (0.3 s) does not close the connections whose responses wait for the file.
+#[test]
+#[cfg(target_os = "linux")]
+fn slow_reads_do_not_hold_up_other_requests() {
+    use support::fuse::{expected, SlowFs, SlowFsOptions};
+    let opts = SlowFsOptions {
+        read_delay: Duration::from_secs(1),
+        ..SlowFsOptions::default()
+    };
+    let Some(fs) = SlowFs::mount_or_skip(opts) else {
+        return;
+    };
+    let server = Server::start(
+        fs.mountpoint(),
+        &["--chunk", "256K", "--idle-timeout", "0.3"],
+    );
+    let url = server.url("/data");
+    // Each download: 512 KiB in two reads, 2 s at least.
+    let downloads: Vec<_> = (0..4u64)
+        .map(|i| {
+            let url = url.clone();
+            thread::spawn(move || {
+                let start = i * (1 << 20) + 4096 * i;
+                let range = format!("Range: bytes={start}-{}", start + (512 << 10) - 1);
+                let begun = Instant::now();
+                let (code, head, body) = get(&url, &["--header", &range]);
+                (start, code, head, body, begun.elapsed())
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    for _ in 0..5 {
+        let begun = Instant::now();
+        let out = curl(&["--head", &url]);
+        let took = begun.elapsed();
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("HTTP/1.1 200 OK\r\n"));
+        let (code, _, _) = get(&server.url("/missing"), &[]);
+        assert_eq!(code, 404);
+        // A loop that waited for a read would take 1 s here.
+        assert!(took < Duration::from_millis(500), "HEAD took {took:?}");
+        thread::sleep(Duration::from_millis(100));
+    }
+    for d in downloads {
+        let (start, code, head, body, took) = d.join().unwrap();
+        assert_eq!(code, 206, "{head}");
+        assert_same(
+            &format!("FUSE at {start}"),
+            &body,
+            &expected(start, 512 << 10),
+        );
+        assert!(
+            took >= Duration::from_secs(2),
+            "two 1 s reads took {took:?}"
+        );
+    }
+}
+
 /// Not a test: mounts the slow FUSE file system (200 ms per read) for
 /// `scripts/http_bench.sh`, prints `mounted PATH`, and unmounts once the file named by
 /// `HTTP_BENCH_FUSE_STOP` exists (or after 15 minutes). Set `TMPDIR` to choose where the
