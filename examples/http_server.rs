@@ -22,15 +22,16 @@
 //! the port, and that line tells it).
 //!
 //! How it works: the listener, every connection and every file read in flight are event
-//! sources of the same `mio::Poll`. Connection slot `i` has token `2i + 1`, and its file read
-//! (at most one at a time) token `2i + 2`. A response's body is read in chunks of `--chunk`
+//! sources of the same `mio::Poll`. Connection slot `i` has token `1 + 5i`, and its file reads
+//! (at most 4 at a time) the next four. A response's body is read in chunks of `--chunk`
 //! bytes (default 32K: with small chunks a loop busy sending large files stays fairer to small
 //! requests, see BENCHMARKS.md) by `mio_aio::owned::ReadAt`, which owns its buffer and the file
 //! (an `Arc<File>`), so a connection that closes mid-read just drops the read (mio-aio cancels
-//! it and frees the buffer once the kernel is done). The next chunk is read while the previous
-//! one is being sent; no more is read while a chunk waits for the client (backpressure: the
-//! socket's WRITABLE event resumes the sending). Socket writes are non-blocking
-//! `write_vectored` calls of the head and the chunks, with no copy. The loop never blocks on a
+//! it and frees the buffer once the kernel is done). The next chunks are read (up to 4 at once,
+//! completing in any order, sent in file order) while one is being sent; no more is read while
+//! a chunk waits for the client (backpressure: the socket's WRITABLE event resumes the
+//! sending). Socket writes are non-blocking `write_vectored` calls of the head and the chunks,
+//! with no copy. The loop never blocks on a
 //! file: a slow disk delays only the responses that read from it.
 //!
 //! With `--direct`, files are opened with `O_DIRECT` and read into `owned::AlignedBuf`s: each
@@ -80,6 +81,10 @@ const RETRY: Duration = Duration::from_millis(5);
 /// Read buffers kept for reuse.
 const POOL: usize = 256;
 const LISTENER: Token = Token(0);
+/// Reads in flight per response: the next chunks are read while one is sent.
+const DEPTH: usize = 4;
+/// Tokens per connection: its socket, then its reads.
+const STRIDE: usize = 1 + DEPTH;
 /// How long a closing connection drains what its client still sends (see `Conn::lingering`).
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -224,14 +229,14 @@ fn run(args: Args) -> Result<()> {
         for event in events.iter() {
             match event.token() {
                 LISTENER => server.accept(registry),
-                Token(t) if t % 2 == 1 => {
-                    let i = (t - 1) / 2;
+                Token(t) if (t - 1) % STRIDE == 0 => {
+                    let i = (t - 1) / STRIDE;
                     if event.is_readable() || event.is_read_closed() || event.is_error() {
                         server.set_readable(i);
                     }
                     server.service(registry, i)
                 }
-                Token(t) => server.read_done(registry, t / 2 - 1),
+                Token(t) => server.read_done(registry, (t - 1) / STRIDE, (t - 1) % STRIDE - 1),
             }
         }
         server.on_timers(registry);
@@ -262,18 +267,28 @@ impl Deref for Segment {
     }
 }
 
-/// A file read in flight, with where its useful bytes start in the buffer.
+/// A file read: into a `Vec` at an offset, or into an aligned buffer at an aligned offset,
+/// with where the asked-for bytes start in the buffer.
 enum FileRead {
-    Heap(owned::ReadAt<Arc<File>, Vec<u8>>),
-    Aligned(owned::ReadAt<Arc<File>, owned::AlignedBuf>, usize),
+    Heap(owned::ReadAt<Arc<File>, Vec<u8>>, u64),
+    Aligned(owned::ReadAt<Arc<File>, owned::AlignedBuf>, u64, usize),
 }
 
-/// The body of a response still to be read from its file: bytes `next..end`.
+/// A read of a response's body, in flight or done and waiting for the reads before it.
+struct Pending {
+    slot: usize,
+    read: FileRead,
+    want: usize,
+    done: Option<(io::Result<usize>, Buf, usize)>,
+}
+
+/// The body of a response still to be read from its file: bytes `next..end` not yet asked
+/// for, and the reads in flight, in file order.
 struct Body {
     file: Arc<File>,
     next: u64,
     end: u64,
-    read: Option<FileRead>,
+    reads: VecDeque<Pending>,
     /// The read could not start (`EAGAIN`): retry at `Server::retry_at`.
     blocked: bool,
     /// No data read yet: the head waits to go out with the first chunk, in one write.
@@ -307,7 +322,7 @@ struct Server {
     chunk: usize,
     idle: Duration,
     listener: TcpListener,
-    /// Connection slot `i` has token `2i + 1`; its read `2i + 2`.
+    /// Connection slot `i` has token `1 + i * STRIDE`; its reads the next `DEPTH`.
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
     next_serial: u64,
@@ -362,7 +377,7 @@ impl Server {
             };
             let _ = stream.set_nodelay(true);
             let interest = Interest::READABLE | Interest::WRITABLE;
-            if let Err(e) = registry.register(&mut stream, Token(2 * i + 1), interest) {
+            if let Err(e) = registry.register(&mut stream, Token(1 + i * STRIDE), interest) {
                 eprintln!("http_server: register: {e}");
                 self.free.push(i);
                 continue;
@@ -407,7 +422,7 @@ impl Server {
             if conn.body.is_none() && conn.out.is_empty() && !conn.close_after && !conn.lingering {
                 self.next_request(i)?;
             }
-            self.start_read(registry, i)?;
+            self.start_reads(registry, i)?;
             let Some(conn) = self.conns.get_mut(i).and_then(Option::as_mut) else {
                 return Ok(true);
             };
@@ -513,7 +528,7 @@ impl Server {
                 file,
                 next: start,
                 end,
-                read: None,
+                reads: VecDeque::new(),
                 blocked: false,
                 first: true,
             });
@@ -523,100 +538,132 @@ impl Server {
 
     /// Starts the next chunk's read of connection `i`'s body, if it has none in flight and
     /// at most one chunk waits to be sent.
-    fn start_read(&mut self, registry: &Registry, i: usize) -> io::Result<()> {
+    fn start_reads(&mut self, registry: &Registry, i: usize) -> io::Result<()> {
         let Some(conn) = self.conns[i].as_mut() else {
             return Ok(());
         };
         let Some(body) = conn.body.as_mut() else {
             return Ok(());
         };
-        if body.read.is_some() || body.blocked || conn.out_bytes > self.chunk {
-            return Ok(());
-        }
-        if body.next >= body.end {
+        if body.next >= body.end && body.reads.is_empty() {
             conn.body = None;
             return Ok(());
         }
-        let want = (body.end - body.next).min(self.chunk as u64) as usize;
-        let file = Arc::clone(&body.file);
-        let mut read = if self.direct {
-            let align = owned::AlignedBuf::alignment_for(&*file)? as u64;
-            let start = body.next / align * align;
-            let span = (body.next + want as u64).div_ceil(align) * align - start;
-            let buf = owned::AlignedBuf::new(span as usize, align as usize)?;
-            let skip = (body.next - start) as usize;
-            FileRead::Aligned(owned::ReadAt::read_at(file, start, buf, 0), skip)
-        } else {
-            let mut buf = self
-                .pool
-                .pop()
-                .unwrap_or_else(|| Vec::with_capacity(self.chunk));
-            buf.resize(want, 0);
-            FileRead::Heap(owned::ReadAt::read_at(file, body.next, buf, 0))
-        };
-        let token = Token(2 * i + 2);
-        let submitted = match &mut read {
-            FileRead::Heap(r) => registry
-                .register(r, token, mio_aio::AIO)
-                .map(|()| r.submit()),
-            FileRead::Aligned(r, _) => registry
-                .register(r, token, mio_aio::AIO)
-                .map(|()| r.submit()),
-        }?;
-        match submitted {
-            Ok(()) => body.read = Some(read),
-            Err(Errno::EAGAIN) => {
-                body.blocked = true;
-                self.retry_at = Some(Instant::now() + RETRY);
+        while body.reads.len() < DEPTH
+            && body.next < body.end
+            && !body.blocked
+            && conn.out_bytes <= self.chunk
+        {
+            let want = (body.end - body.next).min(self.chunk as u64) as usize;
+            let free = (0..DEPTH).find(|k| body.reads.iter().all(|p| p.slot != *k));
+            let slot = free.expect("fewer than DEPTH reads use fewer than DEPTH slots");
+            let token = read_token(i, slot);
+            let file = Arc::clone(&body.file);
+            match start_read(
+                registry,
+                token,
+                file,
+                body.next,
+                want,
+                self.direct,
+                &mut self.pool,
+                self.chunk,
+            )? {
+                Some(read) => {
+                    body.reads.push_back(Pending {
+                        slot,
+                        read,
+                        want,
+                        done: None,
+                    });
+                    body.next += want as u64;
+                }
+                None => {
+                    body.blocked = true;
+                    self.retry_at = Some(Instant::now() + RETRY);
+                }
             }
-            Err(e) => return Err(e.into()),
         }
         Ok(())
     }
 
-    /// Connection `i`'s read is complete (or this is a stale or spurious event).
-    fn read_done(&mut self, registry: &Registry, i: usize) {
+    /// Read `slot` of connection `i` is complete (or this is a stale or spurious event): the
+    /// reads complete in any order, their data is sent in file order.
+    fn read_done(&mut self, registry: &Registry, i: usize, slot: usize) {
         let Some(conn) = self.conns.get_mut(i).and_then(Option::as_mut) else {
             return;
         };
         let Some(body) = conn.body.as_mut() else {
             return;
         };
-        let done = match body.read.as_mut() {
-            Some(FileRead::Heap(r)) => r.take_result().map(|(res, buf)| (res, Buf::Heap(buf), 0)),
-            Some(FileRead::Aligned(r, skip)) => {
-                let skip = *skip;
-                r.take_result()
-                    .map(|(res, buf)| (res, Buf::Aligned(buf), skip))
-            }
-            None => None,
+        let Some(pending) = body.reads.iter_mut().find(|p| p.slot == slot) else {
+            return;
         };
-        let Some((result, buf, skip)) = done else {
+        let Some(done) = pending.read.take_result() else {
             return; // Still running.
         };
-        body.read = None;
-        let want = (body.end - body.next).min(self.chunk as u64) as usize;
-        let useful = match result {
-            Ok(n) => n.saturating_sub(skip).min(want),
-            Err(e) => {
-                let msg = format!("reading the file at {}: {e}", body.next);
-                return self.close(registry, i, Some(io::Error::new(e.kind(), msg)));
+        pending.done = Some(done);
+        while body.reads.front().is_some_and(|p| p.done.is_some()) {
+            let Some(Pending {
+                slot,
+                read,
+                want,
+                done: Some((result, buf, skip)),
+            }) = body.reads.pop_front()
+            else {
+                unreachable!("the front read is done");
+            };
+            let offset = read.offset(skip);
+            let useful = match result {
+                Ok(n) => n.saturating_sub(skip).min(want),
+                Err(e) => {
+                    let msg = format!("reading the file at {offset}: {e}");
+                    return self.close(registry, i, Some(io::Error::new(e.kind(), msg)));
+                }
+            };
+            if useful == 0 {
+                // The file shrank: the promised Content-Length cannot be kept.
+                let e = io::Error::new(ErrorKind::UnexpectedEof, "the file shrank while served");
+                return self.close(registry, i, Some(e));
             }
-        };
-        if useful == 0 {
-            // The file shrank: the promised Content-Length cannot be kept.
-            let e = io::Error::new(ErrorKind::UnexpectedEof, "the file shrank while served");
-            return self.close(registry, i, Some(e));
+            if useful < want {
+                // A short read: the rest is read again, before the reads that follow it.
+                let (rest_at, rest) = (offset + useful as u64, want - useful);
+                let token = read_token(i, slot);
+                let file = Arc::clone(&body.file);
+                match start_read(
+                    registry,
+                    token,
+                    file,
+                    rest_at,
+                    rest,
+                    self.direct,
+                    &mut self.pool,
+                    self.chunk,
+                ) {
+                    Ok(Some(read)) => body.reads.push_front(Pending {
+                        slot,
+                        read,
+                        want: rest,
+                        done: None,
+                    }),
+                    Ok(None) => {
+                        let e =
+                            io::Error::new(ErrorKind::WouldBlock, "no room to resume a short read");
+                        return self.close(registry, i, Some(e));
+                    }
+                    Err(e) => return self.close(registry, i, Some(e)),
+                }
+            }
+            body.first = false;
+            conn.last_active = Instant::now();
+            conn.out_bytes += useful;
+            conn.out.push_back(Segment {
+                buf,
+                pos: skip,
+                end: skip + useful,
+            });
         }
-        body.next += useful as u64;
-        body.first = false;
-        conn.last_active = Instant::now();
-        conn.out_bytes += useful;
-        conn.out.push_back(Segment {
-            buf,
-            pos: skip,
-            end: skip + useful,
-        });
         self.service(registry, i);
     }
 
@@ -644,7 +691,7 @@ impl Server {
             let Some(conn) = self.conns[i].as_ref().filter(|c| c.serial == serial) else {
                 continue;
             };
-            let waiting_for_file = conn.body.as_ref().is_some_and(|b| b.read.is_some());
+            let waiting_for_file = conn.body.as_ref().is_some_and(|b| !b.reads.is_empty());
             let patience = if conn.lingering {
                 self.idle.min(LINGER)
             } else {
@@ -745,5 +792,73 @@ impl Conn {
             }
         }
         Ok(())
+    }
+}
+
+/// The token of read `slot` of connection slot `i`.
+fn read_token(i: usize, slot: usize) -> Token {
+    Token(1 + i * STRIDE + 1 + slot)
+}
+
+/// Starts a read of `want` bytes of `file` at `offset` under `token`: into a pooled `Vec`, or
+/// with `direct` into an aligned buffer covering the aligned span around the bytes. `None`:
+/// the system has no room (`EAGAIN`), try again later.
+#[allow(clippy::too_many_arguments)]
+fn start_read(
+    registry: &Registry,
+    token: Token,
+    file: Arc<File>,
+    offset: u64,
+    want: usize,
+    direct: bool,
+    pool: &mut Vec<Vec<u8>>,
+    chunk: usize,
+) -> io::Result<Option<FileRead>> {
+    let mut read = if direct {
+        let align = owned::AlignedBuf::alignment_for(&*file)? as u64;
+        let start = offset / align * align;
+        let span = (offset + want as u64).div_ceil(align) * align - start;
+        let buf = owned::AlignedBuf::new(span as usize, align as usize)?;
+        let skip = (offset - start) as usize;
+        FileRead::Aligned(owned::ReadAt::read_at(file, start, buf, 0), start, skip)
+    } else {
+        let mut buf = pool.pop().unwrap_or_else(|| Vec::with_capacity(chunk));
+        buf.resize(want, 0);
+        FileRead::Heap(owned::ReadAt::read_at(file, offset, buf, 0), offset)
+    };
+    let submitted = match &mut read {
+        FileRead::Heap(r, _) => registry
+            .register(r, token, mio_aio::AIO)
+            .map(|()| r.submit()),
+        FileRead::Aligned(r, _, _) => registry
+            .register(r, token, mio_aio::AIO)
+            .map(|()| r.submit()),
+    }?;
+    match submitted {
+        Ok(()) => Ok(Some(read)),
+        Err(Errno::EAGAIN) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl FileRead {
+    /// The result, the buffer and where the asked-for bytes start in it, once complete.
+    fn take_result(&mut self) -> Option<(io::Result<usize>, Buf, usize)> {
+        match self {
+            FileRead::Heap(r, _) => r.take_result().map(|(res, buf)| (res, Buf::Heap(buf), 0)),
+            FileRead::Aligned(r, _, skip) => {
+                let skip = *skip;
+                r.take_result()
+                    .map(|(res, buf)| (res, Buf::Aligned(buf), skip))
+            }
+        }
+    }
+
+    /// The file offset of the asked-for bytes (`skip` into the buffer).
+    fn offset(&self, skip: usize) -> u64 {
+        match self {
+            FileRead::Heap(_, at) => *at,
+            FileRead::Aligned(_, start, _) => start + skip as u64,
+        }
     }
 }

@@ -674,7 +674,7 @@ fn slow_reads_do_not_hold_up_other_requests() {
         &["--chunk", "256K", "--idle-timeout", "0.3"],
     );
     let url = server.url("/data");
-    // Each download: 512 KiB in two reads, 2 s at least.
+    // Each download: 512 KiB in two reads of 1 s.
     let downloads: Vec<_> = (0..4u64)
         .map(|i| {
             let url = url.clone();
@@ -707,8 +707,9 @@ fn slow_reads_do_not_hold_up_other_requests() {
             &body,
             &expected(start, 512 << 10),
         );
+        // Its two reads run at once (up to four per response).
         assert!(
-            took >= Duration::from_secs(2),
+            took >= Duration::from_secs(1),
             "two 1 s reads took {took:?}"
         );
     }
