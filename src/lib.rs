@@ -109,7 +109,7 @@ pub use source::{Fsync, ReadAt, ReadvAt, Source, SourceApi, WriteAt, WritevAt};
 
 #[cfg(target_os = "linux")]
 #[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
-pub use sys::linux_api::{backend, set_backend, Backend};
+pub use sys::linux_api::{backend, config, set_backend, Backend, Config, ConfigBuilder};
 
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

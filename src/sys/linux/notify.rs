@@ -172,7 +172,7 @@ impl Notifier {
 
     /// Whether this process made the notifier (not a parent, across `fork`).
     pub(crate) fn is_ours(&self) -> bool {
-        self.generation == super::driver::fork_generation()
+        self.generation == super::fork::generation()
     }
 
     pub(crate) fn fd(&self) -> RawFd {

@@ -11,15 +11,15 @@
 //! a single read; the operation's notifier is then signalled from user space.
 //!
 //! Measured (4 KiB random reads, 1 GiB file in the page cache, QD32, same build, interleaved,
-//! 3 runs each; `MIO_AIO_CACHED_READS=0` turns this off): per-operation mio loop, io_uring
+//! 3 runs each; `Config::cached_reads`, `MIO_AIO_CACHED_READS=0`, turns this off): per-operation mio loop, io_uring
 //! 212-239k → 291-301k operations/s (CPU 4.2-4.7 → 3.3-3.4 µs each), kernel AIO 149-155k →
 //! 274-286k, thread pool 178-187k → 272-292k; tokio layer, io_uring 548-576k → 679-718k,
 //! kernel AIO 297-306k → 647-702k. (fio io_uring at QD32, minutes later: 380-399k.) CI runs
 //! the io_uring suite both ways, so that the engine's own read path stays tested.
 
-use std::{os::fd::RawFd, sync::OnceLock};
+use std::os::fd::RawFd;
 
-use super::driver::{OpKind, Request};
+use super::engine::{OpKind, Request};
 
 /// The most bytes one read or write transfers (Linux's `MAX_RW_COUNT`: `INT_MAX` rounded down
 /// to a page); longer ones complete short, as they do with `pread`.
@@ -111,10 +111,7 @@ fn short_may_continue(fd: RawFd, end: u64, write: bool) -> bool {
 /// The request's buffers (and, for readv, its iovec array) must be valid for writes and not
 /// otherwise accessed during the call: the driver's contract for any submitted request.
 pub(super) unsafe fn read_cached(r: &Request) -> Option<i64> {
-    static ENABLED: OnceLock<bool> = OnceLock::new();
-    let enabled =
-        ENABLED.get_or_init(|| std::env::var("MIO_AIO_CACHED_READS").map_or(true, |v| v != "0"));
-    if !enabled || !matches!(r.kind, OpKind::Read | OpKind::Readv) {
+    if !matches!(r.kind, OpKind::Read | OpKind::Readv) {
         return None;
     }
     // SAFETY: F_GETFL only reads the descriptor's flags.

@@ -3,7 +3,8 @@
 //!
 //! Workers run the plain blocking system calls (`pread`, `pwritev`, `fsync`, …), record the
 //! result and signal the operation's notifier from user space. Workers start on demand, up to
-//! `MIO_AIO_THREADS` (default 64), and leave after a few idle seconds.
+//! `Config::max_threads`, and leave after a few idle seconds. The pool keeps no state of its own
+//! per operation: a job is the shared `Completion` (or, for kernel AIO, its own wrapper).
 
 use std::{
     collections::VecDeque,
@@ -13,14 +14,18 @@ use std::{
 
 use nix::{errno::Errno, sys::aio::AioCancelStat};
 
-use super::driver::{Completion, OpKind, Request, WAIT_SLICE};
+use super::{
+    config::Backend,
+    engine::{
+        address, Completion, Engine, InFlight, OpKind, Request, Signalling, Started, WAIT_SLICE,
+    },
+};
 
-const DEFAULT_MAX_THREADS: usize = 64;
 const IDLE_EXIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Default)]
 struct Queue {
-    jobs: VecDeque<Arc<Completion>>,
+    jobs: VecDeque<Started>,
     threads: usize,
     idle: usize,
 }
@@ -41,12 +46,7 @@ pub(crate) struct ThreadPool {
 }
 
 impl ThreadPool {
-    pub(crate) fn new() -> ThreadPool {
-        let max_threads = std::env::var("MIO_AIO_THREADS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(DEFAULT_MAX_THREADS)
-            .max(1);
+    pub(crate) fn new(max_threads: usize) -> ThreadPool {
         ThreadPool {
             shared: Arc::new(Shared {
                 queue: Mutex::default(),
@@ -58,7 +58,7 @@ impl ThreadPool {
     }
 
     /// Queues every request; fails with EAGAIN only when no worker exists and none can start.
-    pub(crate) fn submit(&self, batch: &[Arc<Completion>]) -> Result<usize, Errno> {
+    pub(crate) fn queue(&self, batch: &[Started]) -> Result<(), Errno> {
         let mut q = self.shared.queue.lock().unwrap();
         q.jobs.extend(batch.iter().cloned());
         while q.idle < q.jobs.len() && q.threads < self.shared.max_threads {
@@ -85,11 +85,11 @@ impl ThreadPool {
         } else {
             self.shared.work.notify_all();
         }
-        Ok(batch.len())
+        Ok(())
     }
 
     /// Waits up to one time slice for some job to finish.
-    pub(crate) fn wait(&self, c: &Completion) {
+    pub(crate) fn wait(&self, c: &dyn InFlight) {
         let q = self.shared.queue.lock().unwrap();
         if !c.is_done() {
             let _ = self.shared.done.wait_timeout(q, WAIT_SLICE).unwrap();
@@ -97,12 +97,12 @@ impl ThreadPool {
     }
 
     /// A job still queued is cancelled; a running one cannot be.
-    pub(crate) fn cancel(&self, c: &Arc<Completion>) -> AioCancelStat {
+    pub(crate) fn cancel(&self, c: &Started) -> AioCancelStat {
         let mut q = self.shared.queue.lock().unwrap();
-        if let Some(i) = q.jobs.iter().position(|j| Arc::ptr_eq(j, c)) {
+        if let Some(i) = q.jobs.iter().position(|j| address(&**j) == address(&**c)) {
             let job = q.jobs.remove(i).expect("found above");
             drop(q);
-            job.finish(-i64::from(libc::ECANCELED));
+            job.completion().finish(-i64::from(libc::ECANCELED));
             self.shared.done.notify_all();
             AioCancelStat::AioCanceled
         } else if c.is_done() {
@@ -113,14 +113,47 @@ impl ThreadPool {
     }
 }
 
+impl Engine for ThreadPool {
+    fn backend(&self) -> Backend {
+        Backend::ThreadPool
+    }
+
+    fn signalling(&self) -> Signalling {
+        Signalling::User
+    }
+
+    unsafe fn submit_one(&self, c: Completion) -> Result<Started, Errno> {
+        let started: Started = Arc::new(c);
+        self.queue(std::slice::from_ref(&started))?;
+        Ok(started)
+    }
+
+    unsafe fn submit(&self, batch: Vec<Completion>) -> Result<Vec<Started>, Errno> {
+        let started: Vec<Started> = batch.into_iter().map(|c| Arc::new(c) as Started).collect();
+        self.queue(&started)?;
+        Ok(started)
+    }
+
+    /// Workers record results as they go: nothing to collect.
+    fn reap(&self) {}
+
+    fn wait(&self, op: &dyn InFlight) {
+        ThreadPool::wait(self, op)
+    }
+
+    fn cancel(&self, op: &Started) -> AioCancelStat {
+        ThreadPool::cancel(self, op)
+    }
+}
+
 fn worker(shared: Arc<Shared>) {
     let mut q = shared.queue.lock().unwrap();
     loop {
         if let Some(job) = q.jobs.pop_front() {
             q.idle -= 1;
             drop(q);
-            let res = perform(&job.request);
-            job.finish(res);
+            let res = perform(&job.completion().request);
+            job.completion().finish(res);
             drop(job);
             q = shared.queue.lock().unwrap();
             q.idle += 1;

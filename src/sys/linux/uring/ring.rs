@@ -1,6 +1,7 @@
-//! The io_uring engine.
+//! One io_uring instance, shared between threads, and the per-operation state of the io_uring
+//! engine ([`UringOp`]).
 //!
-//! Each request becomes one SQE whose `user_data` is a leaked `Arc<Completion>` (the engine's
+//! Each request becomes one SQE whose `user_data` is a leaked `Arc<UringOp>` (the engine's
 //! reference, given back when its CQE is reaped). When the request has a notifier, the SQE is
 //! followed by an `IORING_OP_WRITE` of the value 1 to that eventfd, linked with
 //! `IOSQE_IO_HARDLINK` so that it runs after the request however the request ends (plain
@@ -12,38 +13,28 @@
 //! an `Arc<Notifier>` (its own `user_data`, tagged) until its CQE is reaped, so the eventfd is
 //! never closed or lent to another operation while a write may still target its number.
 //!
-//! A single read whose data is in the page cache never gets here: the driver does it at once
-//! (`nowait`). Single operations go to a few shared rings, one per CPU: each thread keeps to
-//! one ring, whose lock it holds while it pushes its SQEs and enters the kernel, so that
-//! threads on different CPUs never wait for each other, and each thread submits exactly its
-//! own requests (io_uring cancels what a thread submitted, if still pending, when that thread
-//! exits).
-//!
-//! Batches (`LioCb`) get a small ring of their own, taken from a pool. Their requests go in
-//! unlinked, after an `IORING_OP_TIMEOUT` whose completion count is the batch's size, hard-linked
-//! to one write to the batch's notifier: the kernel completes the timeout when the batch's last
-//! CQE is posted, and the write wakes epoll once. The batch costs one `io_uring_enter`, with no
-//! thread of ours (nor of io_uring's, as `IOSQE_IO_DRAIN` would) woken.
-//!
 //! Rings are created without `IORING_SETUP_DEFER_TASKRUN` (the linked write would then only run
 //! inside `io_uring_enter(GETEVENTS)`, and epoll would never wake) and with `dontfork`, so a
 //! child process cannot touch its parent's queues.
 
 use std::{
-    cell::Cell,
+    any::Any,
     io,
+    ops::Deref,
     os::fd::{AsRawFd, RawFd},
     sync::{
         atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering},
-        Arc, Mutex, OnceLock,
+        Arc, Mutex,
     },
 };
 
-use io_uring::{opcode, squeue, types, IoUring, Probe};
+use io_uring::{opcode, squeue, types, IoUring};
 use nix::{errno::Errno, sys::aio::AioCancelStat};
 
-use super::driver::{Completion, OpKind, Request, WAIT_SLICE};
-use super::notify::Notifier;
+use super::super::{
+    engine::{Completion, InFlight, OpKind, Request, WAIT_SLICE},
+    notify::Notifier,
+};
 
 /// The low bits of `user_data` say what a CQE belongs to (the pointers are 8-aligned).
 const TAG_MASK: u64 = 0b11;
@@ -63,11 +54,6 @@ static ONE: u64 = 1;
 /// short, as `pread` would.
 const MAX_RW: usize = 0x7fff_f000;
 
-/// Submission queue entries: small, because every submission is pushed to the kernel at once.
-const SQ_ENTRIES: u32 = 256;
-/// io_uring's upper bound on completion queue entries.
-const MAX_CQ_ENTRIES: u32 = 65536;
-
 const PENDING: i32 = i32::MIN;
 
 /// A cancellation request waiting for its own CQE.
@@ -76,9 +62,41 @@ struct CancelState {
     res: AtomicI32,
 }
 
+/// One request in io_uring's hands: the shared completion and the ring it went to.
+#[derive(Debug)]
+pub(crate) struct UringOp {
+    completion: Completion,
+    pub ring: Arc<Ring>,
+}
+
+impl UringOp {
+    pub(crate) fn new(completion: Completion, ring: &Arc<Ring>) -> Arc<UringOp> {
+        Arc::new(UringOp {
+            completion,
+            ring: ring.clone(),
+        })
+    }
+}
+
+impl Deref for UringOp {
+    type Target = Completion;
+    fn deref(&self) -> &Completion {
+        &self.completion
+    }
+}
+
+impl InFlight for UringOp {
+    fn completion(&self) -> &Completion {
+        &self.completion
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
 /// One io_uring instance and the locks that share it between threads.
 pub(crate) struct Ring {
-    ring: IoUring,
+    pub ring: IoUring,
     /// Serialises submissions: pushes to the submission queue and the `io_uring_enter` that
     /// passes them to the kernel, so that each thread submits exactly the SQEs it pushed.
     /// io_uring ties a request to the thread that entered it, and cancels what is still
@@ -104,39 +122,8 @@ pub(crate) struct Ring {
     overflow_risk: AtomicBool,
 }
 
-/// The engine: rings shared by single operations, and a pool of rings for batches.
-pub(crate) struct Uring {
-    /// The rings for single operations (and for batches too large for a ring of their own).
-    /// Each thread submits to one of them, chosen at its first submission, round-robin: a
-    /// ring's lock is held across `io_uring_enter`, in which the kernel runs cached reads
-    /// inline, so threads sharing one ring would take turns (measured: two tokio workers
-    /// reading from the page cache spent 40% of their time waiting for each other). As many
-    /// as there are CPUs (at most `MAX_SHARDS`), created on first use; the first one always
-    /// exists. One only with SQPOLL, which polls each ring with a kernel thread of its own.
-    shards: Box<[OnceLock<Arc<Ring>>]>,
-    /// Completion queue size of the shards after the first.
-    shard_cq_entries: u32,
-    batch_rings: Mutex<Vec<Arc<Ring>>>,
-}
-
-/// The most rings for single operations.
-const MAX_SHARDS: usize = 8;
-
-/// The next shard to hand to a thread that has not submitted yet.
-static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    /// This thread's shard number (modulo the number of shards), once it has submitted.
-    static SHARD: Cell<Option<usize>> = const { Cell::new(None) };
-}
-
 /// Set `IOSQE_ASYNC` on every request: see `BLOCKED_SUBMIT`.
-static FORCE_ASYNC: AtomicBool = AtomicBool::new(false);
-
-/// The largest batch that gets a ring of its own; larger ones share the main ring.
-pub(crate) const MAX_BATCH_RING: usize = 4095;
-/// Idle batch rings kept for reuse.
-const BATCH_POOL_MAX: usize = 8;
+pub(super) static FORCE_ASYNC: AtomicBool = AtomicBool::new(false);
 
 /// A submission that takes this long probably ran a request inline instead of queueing it:
 /// some files (a FUSE file served with direct I/O but without `FUSE_ASYNC_DIO`, for example) do
@@ -159,156 +146,8 @@ impl std::fmt::Debug for Ring {
     }
 }
 
-impl std::fmt::Debug for Uring {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let shards: Vec<_> = self.shards.iter().filter_map(OnceLock::get).collect();
-        f.debug_struct("Uring").field("shards", &shards).finish()
-    }
-}
-
-impl Uring {
-    /// Sets up the first ring, with room in the completion queue for every operation in flight
-    /// (each may post two CQEs: its own and its notifier write's). Later rings share the room
-    /// out: a thread that puts more in flight on its ring than the ring's completion queue
-    /// holds makes the kernel keep the excess in its overflow list, which reaping flushes.
-    pub(crate) fn new(max_in_flight: usize) -> io::Result<Uring> {
-        let cq_entries = u32::try_from(max_in_flight.saturating_mul(2))
-            .unwrap_or(MAX_CQ_ENTRIES)
-            .clamp(2 * SQ_ENTRIES, MAX_CQ_ENTRIES)
-            .next_power_of_two();
-        let sqpoll_idle_ms: Option<u32> = std::env::var("MIO_AIO_URING_SQPOLL")
-            .ok()
-            .and_then(|v| v.parse().ok());
-        let first = Ring::new(SQ_ENTRIES, cq_entries, sqpoll_idle_ms, None)?;
-        let unsupported = || io::Error::new(io::ErrorKind::Unsupported, "io_uring is too old");
-        if !first.ring.params().is_feature_nodrop() {
-            return Err(unsupported());
-        }
-        let mut probe = Probe::new();
-        first.ring.submitter().register_probe(&mut probe)?;
-        let needed = [
-            opcode::Read::CODE,
-            opcode::Write::CODE,
-            opcode::Readv::CODE,
-            opcode::Writev::CODE,
-            opcode::Fsync::CODE,
-            opcode::AsyncCancel::CODE,
-            opcode::Nop::CODE,
-        ];
-        if !needed.iter().all(|&op| probe.is_supported(op)) {
-            return Err(unsupported());
-        }
-        if std::env::var("MIO_AIO_URING_ASYNC").is_ok_and(|v| v == "1") {
-            FORCE_ASYNC.store(true, Ordering::Relaxed);
-        }
-        let count = if sqpoll_idle_ms.is_some() {
-            1
-        } else {
-            std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_SHARDS))
-        };
-        let shards: Box<[OnceLock<Arc<Ring>>]> = (0..count).map(|_| OnceLock::new()).collect();
-        let _ = shards[0].set(Arc::new(first));
-        Ok(Uring {
-            shards,
-            shard_cq_entries: (cq_entries / count as u32)
-                .max(2 * SQ_ENTRIES)
-                .next_power_of_two(),
-            batch_rings: Mutex::new(Vec::new()),
-        })
-    }
-
-    fn first(&self) -> &Arc<Ring> {
-        self.shards[0].get().expect("created by Uring::new")
-    }
-
-    /// The ring this thread submits single operations to. If a new ring cannot be created (no
-    /// file descriptor left, say), the first ring serves.
-    pub(crate) fn ring_for_this_thread(&self) -> Arc<Ring> {
-        let n = SHARD
-            .try_with(|s| match s.get() {
-                Some(n) => n,
-                None => {
-                    let n = NEXT_SHARD.fetch_add(1, Ordering::Relaxed);
-                    s.set(Some(n));
-                    n
-                }
-            })
-            // A thread-local destructor submitting: any ring will do.
-            .unwrap_or(0);
-        let slot = &self.shards[n % self.shards.len()];
-        if let Some(ring) = slot.get() {
-            return ring.clone();
-        }
-        let fd = self.first().ring.as_raw_fd();
-        match Ring::new(SQ_ENTRIES, self.shard_cq_entries, None, Some(fd)) {
-            // If another thread created it meanwhile, `set` fails and drops this one unused.
-            Ok(ring) => slot.get_or_init(|| Arc::new(ring)).clone(),
-            Err(_) => self.first().clone(),
-        }
-    }
-
-    /// Starts single operations, all made for the same ring (`Completion::ring`).
-    pub(crate) fn submit(&self, batch: &[Arc<Completion>]) -> Result<usize, Errno> {
-        let ring = batch.first().and_then(|c| c.ring.as_ref());
-        ring.unwrap_or_else(|| self.first()).submit(batch, None)
-    }
-
-    /// A ring of its own for a batch of `len` requests (plus its signal), from the pool
-    /// when one is big enough. It shares the first ring's kernel workers.
-    pub(crate) fn batch_ring(&self, len: usize) -> io::Result<Arc<Ring>> {
-        // The batch, plus its counting timeout and signal write.
-        let needed = len + 2;
-        {
-            let mut pool = self.batch_rings.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(i) = pool.iter().position(|r| r.capacity() >= needed) {
-                return Ok(pool.swap_remove(i));
-            }
-        }
-        let entries = needed.next_power_of_two().max(64) as u32;
-        let first_fd = self.first().ring.as_raw_fd();
-        Ring::new(entries, 2 * entries, None, Some(first_fd)).map(Arc::new)
-    }
-
-    /// Takes back a batch ring once everything it was given has completed. The shared rings
-    /// of single operations are never pooled (nor waited for).
-    pub(crate) fn recycle(&self, ring: Arc<Ring>) {
-        if self
-            .shards
-            .iter()
-            .any(|s| s.get().is_some_and(|r| Arc::ptr_eq(r, &ring)))
-        {
-            return;
-        }
-        ring.settle();
-        if Arc::strong_count(&ring) == 1 {
-            let mut pool = self.batch_rings.lock().unwrap_or_else(|e| e.into_inner());
-            if pool.len() < BATCH_POOL_MAX {
-                pool.push(ring);
-            }
-        }
-    }
-
-    /// Records what every shared ring has finished (the reaper thread's job, for batches
-    /// larger than a batch ring).
-    pub(crate) fn reap(&self) {
-        for ring in self.shards.iter().filter_map(OnceLock::get) {
-            ring.reap();
-        }
-    }
-
-    /// Only for completions without a ring (there are none: see `Uring::submit`).
-    pub(crate) fn wait(&self, c: &Completion) {
-        self.first().wait(c)
-    }
-
-    /// Only for completions without a ring (there are none: see `Uring::submit`).
-    pub(crate) fn cancel(&self, c: &Arc<Completion>) -> AioCancelStat {
-        self.first().cancel(c)
-    }
-}
-
 impl Ring {
-    fn new(
+    pub(super) fn new(
         sq_entries: u32,
         cq_entries: u32,
         sqpoll_idle_ms: Option<u32>,
@@ -343,7 +182,7 @@ impl Ring {
         })
     }
 
-    fn capacity(&self) -> usize {
+    pub(super) fn capacity(&self) -> usize {
         self.ring.params().sq_entries() as usize
     }
 
@@ -354,7 +193,7 @@ impl Ring {
     /// request of the batch has completed.
     pub(crate) fn submit(
         &self,
-        batch: &[Arc<Completion>],
+        batch: &[Arc<UringOp>],
         batch_signal: Option<&Arc<Notifier>>,
     ) -> Result<usize, Errno> {
         // Held until after the enter below: see `Ring::sq`.
@@ -529,7 +368,7 @@ impl Ring {
     }
 
     /// Waits until every CQE this ring owes has been reaped.
-    fn settle(&self) {
+    pub(super) fn settle(&self) {
         loop {
             self.reap();
             if self.outstanding.load(Ordering::Relaxed) == 0 {
@@ -542,7 +381,7 @@ impl Ring {
     }
 
     /// Sends `IORING_OP_ASYNC_CANCEL` for the request and waits for the kernel's answer.
-    pub(crate) fn cancel(&self, c: &Arc<Completion>) -> AioCancelStat {
+    pub(crate) fn cancel(&self, c: &UringOp) -> AioCancelStat {
         let state = Arc::new(CancelState {
             res: AtomicI32::new(PENDING),
         });
@@ -553,7 +392,7 @@ impl Ring {
             if self.make_room(&mut sq, 1).is_err() {
                 return AioCancelStat::AioNotCanceled;
             }
-            let entry = opcode::AsyncCancel::new(Arc::as_ptr(c) as u64 | TAG_OP)
+            let entry = opcode::AsyncCancel::new(c as *const UringOp as u64 | TAG_OP)
                 .build()
                 .user_data(Arc::into_raw(state.clone()) as u64 | TAG_CANCEL);
             // SAFETY: an async-cancel SQE refers to no memory of ours (only a user_data value);
@@ -622,7 +461,7 @@ fn dispatch(user_data: u64, res: i32) {
     match user_data & TAG_MASK {
         TAG_OP => {
             // SAFETY: made by `Arc::into_raw` in `submit`; each SQE yields exactly one CQE.
-            let c = unsafe { Arc::from_raw(ptr as *const Completion) };
+            let c = unsafe { Arc::from_raw(ptr as *const UringOp) };
             c.finish(i64::from(res));
         }
         TAG_SIGNAL => {
