@@ -63,9 +63,14 @@ unsafe impl Sync for Request {}
 /// result recorded by another thread is noticed promptly.
 pub(crate) const WAIT_SLICE: Duration = Duration::from_millis(10);
 
-/// The errno inside an `io::Error` (EIO when it has none).
+/// The errno inside an `io::Error`; for one made with a message, the errno of its kind where
+/// there is an obvious one (`WouldBlock`: EAGAIN), else EIO.
 pub(crate) fn io_errno(e: std::io::Error) -> Errno {
-    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+    match e.raw_os_error() {
+        Some(errno) => Errno::from_raw(errno),
+        None if e.kind() == std::io::ErrorKind::WouldBlock => Errno::EAGAIN,
+        None => Errno::EIO,
+    }
 }
 
 /// Several operations that are reported by one event: a batch.
