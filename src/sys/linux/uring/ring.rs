@@ -245,10 +245,11 @@ impl Ring {
             };
         }
         sq.sync();
+        let pending = sq.len();
         drop(sq);
         // Everything is pushed, so everything counts as accepted even if this enter fails: the
         // next enter (a later submit, or any wait) consumes it.
-        let _ = self.enter_all();
+        let _ = self.enter_all(pending);
         Ok(batch.len())
     }
 
@@ -262,7 +263,7 @@ impl Ring {
     ) -> Result<(), Errno> {
         sq.sync();
         while sq.capacity().saturating_sub(sq.len()) < needed {
-            self.enter_all()?;
+            self.enter_all(sq.len())?;
             if self.ring.params().is_setup_sqpoll() {
                 let _ = self.ring.submitter().squeue_wait();
             } else {
@@ -273,8 +274,15 @@ impl Ring {
         Ok(())
     }
 
-    /// Enters the kernel until it has consumed every pushed SQE.
-    fn enter_all(&self) -> Result<(), Errno> {
+    /// Enters the kernel until it has consumed the `pending` SQEs in the submission queue. An
+    /// enter may consume only some of them: without `IORING_SETUP_SUBMIT_ALL` (kernels before
+    /// 5.18) the kernel stops at an SQE that fails (its CQE reports the error), and it may run
+    /// short of memory; the rest stays queued, so this enters again for it. With SQPOLL the
+    /// kernel's thread consumes the queue on its own, and one call (which wakes it if needed)
+    /// is enough. A count of 0 means the queue is empty (`Ring::wait` of another thread may
+    /// have entered it meanwhile).
+    fn enter_all(&self, mut pending: usize) -> Result<(), Errno> {
+        let sqpoll = self.ring.params().is_setup_sqpoll();
         loop {
             let start = std::time::Instant::now();
             let res = self.ring.submitter().submit();
@@ -284,7 +292,8 @@ impl Ring {
                 FORCE_ASYNC.store(true, Ordering::Relaxed);
             }
             match res {
-                Ok(_) => return Ok(()),
+                Ok(n) if n == 0 || n >= pending || sqpoll => return Ok(()),
+                Ok(n) => pending -= n,
                 Err(e) => match e.raw_os_error() {
                     // Transient: the SQEs stay queued and are consumed by the retry.
                     Some(libc::EINTR | libc::EAGAIN | libc::EBUSY) => {
@@ -402,8 +411,9 @@ impl Ring {
             }
             self.owe(1);
             sq.sync();
+            let pending = sq.len();
             drop(sq);
-            if self.enter_all().is_err() {
+            if self.enter_all(pending).is_err() {
                 return AioCancelStat::AioNotCanceled;
             }
         }
