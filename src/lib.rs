@@ -54,6 +54,13 @@
 //! * Dropping an operation that is still in flight is safe: the drop asks the kernel to cancel
 //!   it and then waits until the kernel has finished with the buffer. That wait may be as long
 //!   as the operation itself.
+//! * Do not leak an operation (or batch) in flight. Memory safety rests on that `Drop`: an
+//!   operation that is never dropped (`std::mem::forget`, `Box::leak`, a reference cycle) ends
+//!   its borrow of the buffer without waiting for the kernel, which may then write into memory
+//!   that safe code has already reused. Rust cannot forbid leaks, so no safe API that lends a
+//!   borrowed buffer to the kernel can close this hole; upstream mio-aio and nix's `sys::aio`,
+//!   whose operations borrow their buffers the same way, have it too. Leaking an operation that
+//!   has completed (after its event, or `aio_return`) is harmless.
 //!
 //! # Pipes and sockets
 //! Pipes, FIFOs and sockets have no file position: give operations on them offset 0, and they

@@ -8,7 +8,8 @@
 //! * An operation whose state is [`State::Kernel`] may have kernel state, and the kernel may
 //!   write into its buffer; it leaves that state only through `aio_return`, which is called only
 //!   once `aio_error` no longer reports `EINPROGRESS`. Dropping the batch (or `into_results`)
-//!   first waits for every such operation, so buffers and control blocks outlive the kernel's use.
+//!   first waits for every such operation, so buffers and control blocks outlive the kernel's use
+//!   (unless the batch is leaked in flight, with `mem::forget`: see the crate root).
 //! * Every pointer array handed to `lio_listio` is kept until the batch is gone: FreeBSD uses its
 //!   address as the identifier of the batch's `EVFILT_LIO` kevent, which must not collide with
 //!   another batch in flight on the same kqueue.
@@ -153,7 +154,7 @@ impl Slot {
         if let State::Kernel(err) = self.state {
             // SAFETY: the control block is alive, and the caller checked that the operation is
             // complete (or was never accepted, then the kernel just reports EINVAL).
-            let r = Errno::result(unsafe { libc::aio_return(self.cb.get()) });
+            let r = syscall!(aio_return(self.cb.get()));
             self.state = match err {
                 Some(e) => State::Refused(e),
                 None => State::Done(r),
@@ -279,8 +280,13 @@ impl<'a> LioCb<'a> {
         // kernel holds no state for (`Fresh` or `Again`). They stay at the same address until
         // `aio_return` (see the module doc), and so do their buffers. The kernel copies `sigev`
         // and the array itself before returning; we keep the array anyway for its address.
-        let r = unsafe { libc::lio_listio(libc::LIO_NOWAIT, list.as_ptr(), nent, &mut sigev) };
-        let call_err = (r != 0).then(Errno::last);
+        let call_err = syscall!(lio_listio(
+            libc::LIO_NOWAIT,
+            list.as_ptr(),
+            nent,
+            &mut sigev
+        ))
+        .err();
         self.lists.push(list);
 
         let mut accepted = 0;

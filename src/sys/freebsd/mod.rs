@@ -76,9 +76,8 @@ unsafe fn wait_until_done(cb: *const libc::aiocb) {
         let list = [cb];
         // SAFETY: `list` holds one valid pointer; a null timeout waits until it completes (or a
         // signal arrives).
-        let r = unsafe { libc::aio_suspend(list.as_ptr(), 1, ptr::null()) };
-        if r != 0 {
-            match Errno::last() {
+        if let Err(errno) = syscall!(aio_suspend(list.as_ptr(), 1, ptr::null())) {
+            match errno {
                 Errno::EINTR | Errno::EAGAIN => (),
                 // Not expected; avoid spinning hot, but never give up: the buffers must not be
                 // released while the kernel may still write to them.

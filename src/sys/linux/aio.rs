@@ -93,9 +93,11 @@ impl Op<'_> {
             Announce::Always
         };
         let driver = Driver::get().map_err(io_errno)?;
-        // SAFETY: the request points into buffers borrowed for 'a by this operation, and the
-        // operation cannot be dropped (nor its buffers released) before the completion is done:
-        // `Drop` cancels and waits.
+        // SAFETY: the request points into buffers this operation borrows for 'a, so they stay
+        // valid and unaliased for as long as the operation exists; its `Drop` cancels and waits
+        // until the completion is done, so a dropped operation releases them only after the
+        // kernel. An operation leaked in flight (`mem::forget`) ends the borrow without that
+        // wait: the hole documented at the crate root ("Rules that keep memory safe").
         self.current = Some(unsafe { driver.submit_one(self.request, notifier, announce) }?);
         Ok(())
     }
@@ -203,7 +205,6 @@ macro_rules! operation {
             fn deregister(&mut self, _registry: &Registry) -> io::Result<()> {
                 self.0.deregister()
             }
-            #[cfg(feature = "tokio")]
             #[cfg(feature = "tokio")]
             fn register_raw(&mut self, kq: BorrowedFd, udata: usize) {
                 if self.0.current.is_none() {

@@ -184,7 +184,7 @@ impl Driver {
         if let Some(n) = self.reaper.get() {
             return Ok(n.clone());
         }
-        let n = Arc::new(Notifier::private(self.pool, false)?);
+        let n = Arc::new(Notifier::private(self.pool)?);
         let wake = n.clone();
         std::thread::Builder::new()
             .name("mio-aio-reaper".into())

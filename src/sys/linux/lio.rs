@@ -124,8 +124,10 @@ impl<'a> LioCb<'a> {
             Err(e) => return Err(self.all_failed(io_errno(e))),
         };
         let requests: Vec<Request> = waiting.iter().map(|&i| self.requests[i]).collect();
-        // SAFETY: every request points into buffers borrowed for 'a by this batch, and the batch
-        // cannot be dropped before its completions are done: `Drop` cancels and waits.
+        // SAFETY: every request points into buffers this batch borrows for 'a; its `Drop` (and
+        // `into_results`) waits until every started completion is done, so the buffers outlive
+        // the kernel's use unless the batch is leaked in flight (the hole documented at the
+        // crate root).
         let started = match unsafe { driver.submit_batch(&requests, notifier.as_ref()) } {
             Ok(started) => started,
             Err(Errno::EAGAIN) => Vec::new(),

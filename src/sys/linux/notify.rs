@@ -16,6 +16,8 @@
 //!   was closed and the number reused), `MOD` fails with `ENOENT` and the notifier is added
 //!   instead, so a parked notifier can never be silently missing from the set it serves.
 
+use nix::errno::Errno;
+
 use std::{
     collections::HashMap,
     io,
@@ -30,21 +32,6 @@ use std::{
 /// are closed. Enough for a loop that replaces finished operations with new ones at a depth of a
 /// few hundred; a larger burst only costs `EPOLL_CTL_ADD`/`DEL` again.
 const POOL_MAX: usize = 256;
-
-/// Converts a `-1`-with-errno return value into an `io::Result`.
-macro_rules! syscall {
-    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
-        // SAFETY: each use passes arguments that satisfy the called function's contract, as
-        // stated at the call site.
-        #[allow(unused_unsafe)]
-        let res = unsafe { libc::$fn($($arg),*) };
-        if res == -1 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(res)
-        }
-    }};
-}
 
 /// Idle eventfds, not in any epoll set.
 #[derive(Debug, Default)]
@@ -64,8 +51,9 @@ impl NotifierPool {
             }
             return Ok(fd);
         }
+        // SAFETY (both): eventfd takes no pointers.
         let fd = match syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK)) {
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+            Err(Errno::EMFILE | Errno::ENFILE) => {
                 self.release_all();
                 syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK))?
             }
@@ -122,7 +110,7 @@ fn drain(fd: RawFd) {
     let mut count = 0u64;
     // SAFETY: reads 8 bytes into a local u64; the fd is a nonblocking eventfd we own, so this
     // returns at once (EAGAIN when the counter is already zero, which is fine).
-    unsafe { libc::read(fd, (&mut count as *mut u64).cast(), 8) };
+    let _ = syscall!(read(fd, (&mut count as *mut u64).cast(), 8));
 }
 
 /// One eventfd, lent to one operation or batch at a time.
@@ -152,10 +140,10 @@ impl Notifier {
         })
     }
 
-    /// An eventfd that is never pooled (a backend's private wake-up channel), blocking or not.
-    pub(crate) fn private(pool: &'static NotifierPool, nonblocking: bool) -> io::Result<Notifier> {
-        let flags = libc::EFD_CLOEXEC | if nonblocking { libc::EFD_NONBLOCK } else { 0 };
-        let fd = syscall!(eventfd(0, flags))?;
+    /// A blocking eventfd that is never pooled: the reaper thread's wake-up channel.
+    pub(crate) fn private(pool: &'static NotifierPool) -> io::Result<Notifier> {
+        // SAFETY: eventfd takes no pointers.
+        let fd = syscall!(eventfd(0, libc::EFD_CLOEXEC))?;
         Ok(Notifier {
             // SAFETY: eventfd just returned this new fd, and nothing else owns it.
             fd: Some(unsafe { OwnedFd::from_raw_fd(fd) }),
@@ -185,7 +173,7 @@ impl Notifier {
         let one = 1u64;
         // SAFETY: writes 8 bytes from a local u64 to an eventfd this notifier owns. It cannot
         // fail short of counter overflow, which 2^64 - 2 signals would take.
-        unsafe { libc::write(self.fd(), (&one as *const u64).cast(), 8) };
+        let _ = syscall!(write(self.fd(), (&one as *const u64).cast(), 8));
     }
 
     /// Records that the kernel has been asked to signal the eventfd (a linked io_uring write, a
@@ -198,7 +186,7 @@ impl Notifier {
     pub(crate) fn wait(&self) {
         let mut count = 0u64;
         // SAFETY: reads 8 bytes into a local u64 from an eventfd this notifier owns.
-        unsafe { libc::read(self.fd(), (&mut count as *mut u64).cast(), 8) };
+        let _ = syscall!(read(self.fd(), (&mut count as *mut u64).cast(), 8));
     }
 
     /// Adds the eventfd to the epoll set `epfd` under `token` (edge-triggered, as mio does).
@@ -226,7 +214,8 @@ impl Notifier {
             u64: token,
         };
         // SAFETY: epoll_ctl only reads `event`, a valid local; bad fds give an error.
-        syscall!(epoll_ctl(epfd, op, self.fd(), &mut event)).map(drop)
+        syscall!(epoll_ctl(epfd, op, self.fd(), &mut event))?;
+        Ok(())
     }
 }
 

@@ -79,7 +79,7 @@ pub(super) fn needs_blocking_call(r: &Request, res: i64) -> bool {
 fn short_may_continue(fd: RawFd, end: u64, write: bool) -> bool {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: fstat writes one `struct stat` into the buffer, which is read only on success.
-    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
+    if syscall!(fstat(fd, st.as_mut_ptr())).is_err() {
         // Let the blocking call find out what is wrong.
         return true;
     }
@@ -92,8 +92,7 @@ fn short_may_continue(fd: RawFd, end: u64, write: bool) -> bool {
     if write {
         // Redoing an O_APPEND write would append its beginning twice: keep the short count.
         // SAFETY: F_GETFL only reads the descriptor's flags.
-        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-        flags >= 0 && flags & libc::O_APPEND == 0
+        syscall!(fcntl(fd, libc::F_GETFL)).is_ok_and(|flags| flags & libc::O_APPEND == 0)
     } else {
         // A block device's size is not in `st_size`: always redo there.
         kind == libc::S_IFBLK || end < st.st_size as u64
@@ -115,8 +114,8 @@ pub(super) unsafe fn read_cached(r: &Request) -> Option<i64> {
         return None;
     }
     // SAFETY: F_GETFL only reads the descriptor's flags.
-    let flags = unsafe { libc::fcntl(r.fd, libc::F_GETFL) };
-    if flags < 0 || flags & libc::O_DIRECT != 0 {
+    let flags = syscall!(fcntl(r.fd, libc::F_GETFL)).ok()?;
+    if flags & libc::O_DIRECT != 0 {
         return None;
     }
     let one;
@@ -132,9 +131,8 @@ pub(super) unsafe fn read_cached(r: &Request) -> Option<i64> {
     let count = libc::c_int::try_from(count).ok()?;
     let offset = libc::off_t::try_from(r.offset).ok()?;
     // SAFETY: the caller guarantees the buffers; `one` (for a plain read) outlives the call.
-    let res = unsafe { libc::preadv2(r.fd, iov, count, offset, libc::RWF_NOWAIT) };
-    let res = res as i64;
-    if res < 0 || needs_blocking_call(r, res) {
+    let res = syscall!(preadv2(r.fd, iov, count, offset, libc::RWF_NOWAIT)).ok()? as i64;
+    if needs_blocking_call(r, res) {
         return None;
     }
     Some(res)

@@ -171,53 +171,50 @@ fn worker(shared: Arc<Shared>) {
 }
 
 /// Runs one request with the blocking system call; returns bytes or `-errno`.
-pub(crate) fn perform(r: &Request) -> i64 {
+fn perform(r: &Request) -> i64 {
+    let off = r.offset as libc::off_t;
+    let (addr, len) = (r.addr.cast(), r.len);
     loop {
-        let off = r.offset as libc::off_t;
-        // SAFETY: the request's pointers and lengths describe buffers (or iovec arrays) that its
-        // operation borrows until this job's completion is recorded (the driver's contract).
-        let res = unsafe {
-            match r.kind {
-                OpKind::Read => libc::pread(r.fd, r.addr.cast(), r.len, off) as i64,
-                OpKind::Write => libc::pwrite(r.fd, r.addr.cast(), r.len, off) as i64,
-                OpKind::Readv => libc::preadv(r.fd, r.addr.cast(), r.len as i32, off) as i64,
-                OpKind::Writev => libc::pwritev(r.fd, r.addr.cast(), r.len as i32, off) as i64,
-                OpKind::Fsync => i64::from(libc::fsync(r.fd)),
-                OpKind::Fdatasync => i64::from(libc::fdatasync(r.fd)),
-                OpKind::Nop => 0,
+        // SAFETY (every call): the request's pointers and lengths describe buffers (or iovec
+        // arrays) that its operation borrows until this job's completion is recorded (the
+        // contract of `Engine::submit`).
+        let res = match r.kind {
+            OpKind::Read => syscall!(pread(r.fd, addr, len, off)).map(|n| n as i64),
+            OpKind::Write => syscall!(pwrite(r.fd, addr, len, off)).map(|n| n as i64),
+            OpKind::Readv => syscall!(preadv(r.fd, addr.cast(), len as i32, off)).map(|n| n as i64),
+            OpKind::Writev => {
+                syscall!(pwritev(r.fd, addr.cast(), len as i32, off)).map(|n| n as i64)
             }
+            OpKind::Fsync => syscall!(fsync(r.fd)).map(i64::from),
+            OpKind::Fdatasync => syscall!(fdatasync(r.fd)).map(i64::from),
+            OpKind::Nop => Ok(0),
         };
-        if res >= 0 {
-            return res;
-        }
-        match Errno::last_raw() {
-            libc::EINTR => continue,
+        match res {
+            Ok(n) => return n,
+            Err(Errno::EINTR) => continue,
             // Like io_uring and FreeBSD's AIO, treat a pipe or socket as a stream.
-            libc::ESPIPE => return perform_stream(r),
-            errno => return -i64::from(errno),
+            Err(Errno::ESPIPE) => return perform_stream(r),
+            Err(errno) => return -(errno as i64),
         }
     }
 }
 
 /// Runs a read or write on a non-seekable file (pipe, socket), ignoring the offset.
 fn perform_stream(r: &Request) -> i64 {
+    let (addr, len) = (r.addr.cast(), r.len);
     loop {
-        // SAFETY: as in `perform`.
-        let res = unsafe {
-            match r.kind {
-                OpKind::Read => libc::read(r.fd, r.addr.cast(), r.len) as i64,
-                OpKind::Write => libc::write(r.fd, r.addr.cast(), r.len) as i64,
-                OpKind::Readv => libc::readv(r.fd, r.addr.cast(), r.len as i32) as i64,
-                OpKind::Writev => libc::writev(r.fd, r.addr.cast(), r.len as i32) as i64,
-                _ => return -i64::from(libc::ESPIPE),
-            }
+        // SAFETY (every call): as in `perform`.
+        let res = match r.kind {
+            OpKind::Read => syscall!(read(r.fd, addr, len)),
+            OpKind::Write => syscall!(write(r.fd, addr, len)),
+            OpKind::Readv => syscall!(readv(r.fd, addr.cast(), len as i32)),
+            OpKind::Writev => syscall!(writev(r.fd, addr.cast(), len as i32)),
+            _ => return -i64::from(libc::ESPIPE),
         };
-        if res >= 0 {
-            return res;
-        }
-        match Errno::last_raw() {
-            libc::EINTR => continue,
-            errno => return -i64::from(errno),
+        match res {
+            Ok(n) => return n as i64,
+            Err(Errno::EINTR) => continue,
+            Err(errno) => return -(errno as i64),
         }
     }
 }

@@ -38,34 +38,23 @@ pub(crate) struct IoEvent {
     pub res2: i64,
 }
 
-/// The result of a system call that returns `-1` and sets errno on failure.
-fn check(res: libc::c_long) -> Result<usize, Errno> {
-    if res < 0 {
-        Err(Errno::last())
-    } else {
-        Ok(res as usize)
-    }
-}
-
 /// `io_setup(nr, &ctx)`.
 pub(crate) fn io_setup(nr: u32) -> Result<AioContext, Errno> {
     let mut ctx: AioContext = 0;
     // SAFETY: the kernel writes one aio_context_t to `ctx`, a local of that type which must
     // be zero on entry.
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_io_setup,
-            nr as libc::c_uint,
-            &mut ctx as *mut AioContext,
-        )
-    })?;
+    syscall!(syscall(
+        libc::SYS_io_setup,
+        nr as libc::c_uint,
+        &mut ctx as *mut AioContext,
+    ))?;
     Ok(ctx)
 }
 
 /// `io_destroy(ctx)`: waits for the context's requests, then frees it.
 pub(crate) fn io_destroy(ctx: AioContext) {
     // SAFETY: passes only a context id; a stale one gives EINVAL.
-    unsafe { libc::syscall(libc::SYS_io_destroy, ctx) };
+    let _ = syscall!(syscall(libc::SYS_io_destroy, ctx));
 }
 
 /// `io_submit(ctx, n, iocbs)`: how many of `iocbs` (a prefix) were started.
@@ -78,14 +67,13 @@ pub(crate) unsafe fn io_submit(
     iocbs: &mut [*mut libc::iocb],
 ) -> Result<usize, Errno> {
     // SAFETY: the caller's contract; the kernel reads `iocbs.len()` pointers from the slice.
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_io_submit,
-            ctx,
-            iocbs.len() as libc::c_long,
-            iocbs.as_mut_ptr(),
-        )
-    })
+    syscall!(syscall(
+        libc::SYS_io_submit,
+        ctx,
+        iocbs.len() as libc::c_long,
+        iocbs.as_mut_ptr(),
+    ))
+    .map(|n| n as usize)
 }
 
 /// `io_getevents(ctx, min_nr, events.len(), events, timeout)`; `None` waits without limit.
@@ -104,16 +92,15 @@ pub(crate) fn io_getevents(
         .map_or(std::ptr::null(), |t| t as *const libc::timespec);
     // SAFETY: the kernel writes at most `events.len()` io_events into the slice and reads
     // the timespec, a local (or null).
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_io_getevents,
-            ctx,
-            min_nr as libc::c_long,
-            events.len() as libc::c_long,
-            events.as_mut_ptr(),
-            ts_ptr,
-        )
-    })
+    syscall!(syscall(
+        libc::SYS_io_getevents,
+        ctx,
+        min_nr as libc::c_long,
+        events.len() as libc::c_long,
+        events.as_mut_ptr(),
+        ts_ptr,
+    ))
+    .map(|n| n as usize)
 }
 
 /// `io_cancel(ctx, iocb, &result)`.
@@ -124,6 +111,11 @@ pub(crate) unsafe fn io_cancel(ctx: AioContext, iocb: *mut libc::iocb) -> Result
     let mut result = IoEvent::default();
     // SAFETY: the caller's contract for `iocb`; the kernel may write one io_event to the
     // local `result` (kernels since 3.12 deliver the event through the ring instead).
-    check(unsafe { libc::syscall(libc::SYS_io_cancel, ctx, iocb, &mut result as *mut IoEvent) })
-        .map(drop)
+    syscall!(syscall(
+        libc::SYS_io_cancel,
+        ctx,
+        iocb,
+        &mut result as *mut IoEvent
+    ))
+    .map(drop)
 }

@@ -222,8 +222,8 @@ impl Kaio {
         let mut reaped_for_room = false;
         while done < run.len() {
             // SAFETY: every iocb was filled by `prepare` from a request whose buffers stay valid
-            // until its completion is done (the driver's contract), and lives inside its
-            // completion, which the leaked `Arc` in `aio_data` keeps alive until its event.
+            // until its completion is done (the contract of `Engine::submit`), and lives
+            // inside its `KaioOp`, which the leaked `Arc` in `aio_data` keeps alive until its event.
             match unsafe { ffi::io_submit(self.ctx, &mut iocbs[done..]) } {
                 Ok(n) if n > 0 => {
                     done += n;
@@ -272,7 +272,8 @@ impl Kaio {
         };
         let iocb = c.iocb.get();
         // SAFETY: the `KaioOp` was just made for this submission and no other thread or kernel
-        // request has seen it, so this is the only access to its iocb (zeroed by `KaioOp::new`). After io_submit the kernel has copied what it needs and only
+        // request has seen it, so this is the only access to its iocb (zeroed by
+        // `KaioOp::new`). After io_submit the kernel has copied what it needs and only
         // `io_cancel` reads the iocb again (its `aio_key`, left 0 as the kernel requires).
         unsafe {
             let cb = &mut *iocb;
