@@ -2,14 +2,10 @@
 //!
 //! ```text
 //! cargo run --release --example copy -- SRC DST [--block-size N] [--depth N] [--direct]
+//!                                             [--remove-partial]
 //! ```
 //!
-//! * `--block-size N`: the size of each read and write (default 256K; suffixes K, M, G).
-//! * `--depth N`: the blocks per batch (default 16): each batch is one `lio_listio`-like
-//!   submission of N operations, reported by ONE event.
-//! * `--direct`: opens both files with `O_DIRECT` (Linux, FreeBSD), bypassing the page
-//!   cache. The buffers are then aligned to 4096 bytes, and the block size must be a multiple
-//!   of 4096.
+//! The options are explained by `--help` (see [`HELP`]).
 //!
 //! DST is created or truncated, like `cp` does. The copy is pipelined: while batch i is being
 //! written to DST, batch i+1 is already being read from SRC, into a second set of buffers. Both
@@ -22,6 +18,13 @@
 //! read are written. With `--direct` that tail may not be a multiple of 4096 bytes, which
 //! `O_DIRECT` cannot write: the tail block is written padded with zeros to the next multiple
 //! of 4096, and DST is then truncated to the exact size of SRC.
+//!
+//! Failures, as `cp` reports them: the message names the file, the offset and the system's
+//! error (`ENOSPC: No space left on device`), and the exit status is 1 (2 for a bad command
+//! line). A write that the file system accepts only in part (a full disk often does that) is
+//! continued with the rest of the block, so that the error reported is the real cause, never a
+//! byte count. Once DST has been opened, a failure leaves it incomplete: the tool says so and
+//! gives its size, or, with `--remove-partial`, deletes it (a regular file only).
 
 use std::{
     error::Error,
@@ -37,11 +40,34 @@ use std::{
 };
 
 use mio::{Events, Poll, Token};
-use mio_aio::{AioFsyncMode, Errno, Fsync, LioCb, LioCbBuilder, LioError, LioOpcode, SourceApi};
+use mio_aio::{
+    AioFsyncMode, Errno, Fsync, LioCb, LioCbBuilder, LioError, LioOpcode, SourceApi, WriteAt,
+};
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
-const USAGE: &str = "usage: copy SRC DST [--block-size N] [--depth N] [--direct]";
+const USAGE: &str =
+    "usage: copy SRC DST [--block-size N] [--depth N] [--direct] [--remove-partial]";
+/// What `--help` prints after [`USAGE`].
+const HELP: &str = "\
+Copies SRC to DST (created, or truncated if it exists) with batches of asynchronous reads
+and writes on one mio event loop, then makes DST durable with an fsync.
+
+Options:
+  --block-size N    the size of each read and write, in bytes, with an optional suffix
+                    K, M or G (powers of 1024): 1 to 64M, default 256K. Below 512 every
+                    byte costs far more system work: the tool warns.
+  --depth N         the blocks per batch, 1 to 1024, default 16. A batch is submitted at
+                    once and reported by one event; block size x depth is at most 256M.
+  --direct          open both files with O_DIRECT, bypassing the page cache (the block
+                    size must then be a multiple of 4096).
+  --remove-partial  if the copy fails after DST was opened, delete DST instead of leaving
+                    an incomplete file behind.
+  -h, --help        print this help.
+
+Exit status: 0 on success, 1 if the copy failed, 2 for a bad command line.";
+/// Below this block size the tool warns that the copy will be slow.
+const SMALL_BLOCK: usize = 512;
 /// The alignment of buffers, offsets and lengths with `--direct`.
 const ALIGN: usize = 4096;
 const DEFAULT_BLOCK_SIZE: usize = 256 << 10;
@@ -56,6 +82,8 @@ const RETRY: Duration = Duration::from_millis(1);
 const READS: Token = Token(0);
 const WRITES: Token = Token(1);
 const FSYNC: Token = Token(2);
+/// The single writes that finish a block the file system accepted only in part.
+const REST: Token = Token(3);
 
 struct Args {
     src: PathBuf,
@@ -63,20 +91,28 @@ struct Args {
     block_size: usize,
     depth: usize,
     direct: bool,
+    remove_partial: bool,
 }
 
 fn main() {
     let args = match parse_args(std::env::args_os().skip(1)) {
         Ok(Some(args)) => args,
         Ok(None) => {
-            println!("{USAGE}");
+            println!("{USAGE}\n\n{HELP}");
             return;
         }
         Err(e) => {
-            eprintln!("copy: {e}\n{USAGE}");
+            eprintln!("copy: {e}\n{USAGE}\n(copy --help explains the options)");
             std::process::exit(2);
         }
     };
+    if args.block_size < SMALL_BLOCK {
+        eprintln!(
+            "copy: warning: --block-size {} is very small: one read and one write per {} \
+             bytes, so a large file takes a long time (the default is 256K)",
+            args.block_size, args.block_size
+        );
+    }
     if let Err(e) = run(&args) {
         eprintln!("copy: {e}");
         std::process::exit(1);
@@ -91,6 +127,7 @@ fn parse_args(
     let mut block_size = DEFAULT_BLOCK_SIZE;
     let mut depth = DEFAULT_DEPTH;
     let mut direct = false;
+    let mut remove_partial = false;
     while let Some(arg) = args.next() {
         let mut value = |name: &str| {
             args.next()
@@ -102,9 +139,12 @@ fn parse_args(
             Some("--block-size") => block_size = parse_size(&value("--block-size")?)?,
             Some("--depth") => {
                 let v = value("--depth")?;
-                depth = v.parse().map_err(|_| format!("bad --depth {v:?}"))?;
+                depth = v
+                    .parse()
+                    .map_err(|_| format!("bad --depth {v:?}: expected a number of blocks"))?;
             }
             Some("--direct") => direct = true,
+            Some("--remove-partial") => remove_partial = true,
             Some(s) if s.starts_with('-') && s.len() > 1 => {
                 return Err(format!("unknown option {s}"))
             }
@@ -115,7 +155,7 @@ fn parse_args(
         .map_err(|p| format!("expected two paths, SRC and DST, not {}", p.len()))?;
     if !(1..=MAX_BLOCK_SIZE).contains(&block_size) {
         return Err(format!(
-            "the block size must be 1 to {MAX_BLOCK_SIZE} bytes"
+            "--block-size {block_size} is out of range: it must be 1 to {MAX_BLOCK_SIZE} bytes (64M)"
         ));
     }
     if direct && block_size % ALIGN != 0 {
@@ -124,7 +164,9 @@ fn parse_args(
         ));
     }
     if !(1..=MAX_DEPTH).contains(&depth) {
-        return Err(format!("the depth must be 1 to {MAX_DEPTH}"));
+        return Err(format!(
+            "--depth {depth} is out of range: it must be 1 to {MAX_DEPTH} blocks per batch"
+        ));
     }
     if block_size * depth > MAX_SET {
         return Err(format!(
@@ -138,6 +180,7 @@ fn parse_args(
         block_size,
         depth,
         direct,
+        remove_partial,
     }))
 }
 
@@ -235,7 +278,11 @@ enum Stage {
 }
 
 /// Submits the (registered) batches and runs the loop until each is complete.
-fn complete(el: &mut EventLoop, batches: &mut [(Token, &mut LioCb<'_>)]) -> Result<()> {
+fn complete(
+    el: &mut EventLoop,
+    args: &Args,
+    batches: &mut [(Token, &mut LioCb<'_>)],
+) -> Result<()> {
     let mut stages = vec![Stage::Submit; batches.len()];
     loop {
         for ((token, cb), stage) in batches.iter_mut().zip(&mut stages) {
@@ -251,12 +298,20 @@ fn complete(el: &mut EventLoop, batches: &mut [(Token, &mut LioCb<'_>)]) -> Resu
                 // `submit` of the same batch fails with EBUSY even after EAGAIN.)
                 Err(LioError::EAGAIN) => Stage::Resubmit,
                 Err(LioError::EIO(statuses)) => {
-                    let what = if *token == READS { "read" } else { "write" };
+                    let (path, what) = if *token == READS {
+                        (&args.src, "read")
+                    } else {
+                        (&args.dst, "write")
+                    };
                     let first = statuses
                         .iter()
                         .find_map(|s| s.err().filter(|&e| e != Errno::EINPROGRESS));
-                    let why = first.map_or("?".to_string(), |e| e.desc().to_string());
-                    return Err(format!("cannot start a batch of {what}s: {why}").into());
+                    let why = first.map_or("unknown error".to_string(), |e| e.to_string());
+                    return Err(format!(
+                        "{}: cannot start a batch of {what}s: {why}",
+                        path.display()
+                    )
+                    .into());
                 }
             };
         }
@@ -305,39 +360,63 @@ fn run(args: &Args) -> Result<()> {
             return Err("SRC and DST are the same file".into());
         }
     }
-    let mut options = OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    let dst = open(&args.dst, &mut options, args.direct)?;
-
     let mut el = EventLoop {
         poll: Poll::new()?,
         events: Events::with_capacity(16),
         interrupted: 0,
     };
-    let summary = copy(&mut el, &src, &dst, args)?;
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    let dst = open(&args.dst, &mut options, args.direct)?;
+    // From here on DST has been truncated: a failure says what is left of it.
+    let result = copy_and_sync(&mut el, &src, &dst, args);
+    drop(dst);
+    match result {
+        Ok(summary) => {
+            report(&el, args, &summary, start);
+            Ok(())
+        }
+        Err(e) => Err(format!("{e}\ncopy: {}", left_behind(&args.dst, args.remove_partial)).into()),
+    }
+}
+
+/// What a failed copy left at `dst`, after deleting it if `remove` (and it is a regular file).
+fn left_behind(dst: &Path, remove: bool) -> String {
+    let shown = dst.display();
+    match std::fs::metadata(dst) {
+        Err(e) => format!("{shown}: {e}"),
+        Ok(meta) if !meta.is_file() => format!("{shown} is not a regular file: left as it is"),
+        Ok(_) if remove => match std::fs::remove_file(dst) {
+            Ok(()) => format!("removed the incomplete {shown}"),
+            Err(e) => format!("{shown} is incomplete, and could not be removed: {e}"),
+        },
+        Ok(meta) => format!(
+            "{shown} is left incomplete ({} bytes, not a copy of SRC); delete it, or use \
+             --remove-partial to have it deleted on failure",
+            meta.len()
+        ),
+    }
+}
+
+/// Copies SRC into the open DST and makes DST durable.
+fn copy_and_sync(el: &mut EventLoop, src: &File, dst: &File, args: &Args) -> Result<Summary> {
+    let summary = copy(el, src, dst, args)?;
     if args.direct {
         // The tail was written padded to a multiple of ALIGN: cut DST to SRC's size.
-        dst.set_len(summary.bytes)?;
+        dst.set_len(summary.bytes)
+            .map_err(|e| format!("{}: truncate: {e}", args.dst.display()))?;
     }
 
-    let mut op = Fsync::fsync(dst.as_fd(), AioFsyncMode::O_SYNC, 0);
-    el.poll.registry().register(&mut op, FSYNC, mio_aio::AIO)?;
-    let mut op = Box::pin(op);
-    loop {
-        match op.as_mut().submit() {
-            Ok(()) => break,
-            Err(Errno::EAGAIN) => std::thread::sleep(RETRY),
-            Err(e) => return Err(format!("{}: fsync: {e}", args.dst.display()).into()),
-        }
-    }
-    while !el.wait(None)?.contains(&FSYNC) {}
-    op.as_mut()
-        .aio_return()
-        .map_err(|e| format!("{}: fsync: {e}", args.dst.display()))?;
+    let op = Fsync::fsync(dst.as_fd(), AioFsyncMode::O_SYNC, 0);
+    run_one(el, op, FSYNC).map_err(|e| format!("{}: fsync: {e}", args.dst.display()))?;
+    Ok(summary)
+}
 
+/// Prints what was copied and how fast.
+fn report(el: &EventLoop, args: &Args, summary: &Summary, start: Instant) {
     let secs = start.elapsed().as_secs_f64();
     #[cfg(target_os = "linux")]
-    let backend = mio_aio::backend()?.to_string();
+    let backend = mio_aio::backend().map_or_else(|e| format!("unknown ({e})"), |b| b.to_string());
     #[cfg(not(target_os = "linux"))]
     let backend = "POSIX AIO";
     println!(
@@ -351,7 +430,6 @@ fn run(args: &Args) -> Result<()> {
         if args.direct { "on" } else { "off" },
         el.interrupted,
     );
-    Ok(())
 }
 
 /// Copies SRC to DST, reading batch i+1 while writing batch i.
@@ -386,7 +464,7 @@ fn copy(el: &mut EventLoop, src: &File, dst: &File, args: &Args) -> Result<Summa
             el.poll.registry().register(cb, WRITES, mio_aio::LIO)?;
             running.push((WRITES, cb));
         }
-        complete(el, &mut running)?;
+        complete(el, args, &mut running)?;
         drop(running);
 
         if let (Some(cb), Some(filled)) = (writes, to_write.take()) {
@@ -394,12 +472,19 @@ fn copy(el: &mut EventLoop, src: &File, dst: &File, args: &Args) -> Result<Summa
             let written = filled.lens.iter().enumerate().filter(|(_, &n)| n > 0);
             for ((i, &n), result) in written.zip(results) {
                 let at = filled.offset + (i * bs) as u64;
-                let what = || format!("{} at offset {at}", args.dst.display());
-                match result {
-                    Ok(w) if w as usize == write_len(n, args.direct) => bytes += n as u64,
-                    Ok(w) => return Err(format!("{}: short write ({w} bytes)", what()).into()),
-                    Err(e) => return Err(format!("{}: write: {e}", what()).into()),
+                let fail = |at: u64, e: &dyn std::fmt::Display| {
+                    format!("{}: write at offset {at}: {e}", args.dst.display())
+                };
+                let want = write_len(n, args.direct);
+                let done = result.map_err(|e| fail(at, &e))? as usize;
+                if done < want {
+                    // The file system took only part of the block (a nearly full disk does
+                    // that): write the rest, which either completes or fails with the cause.
+                    let rest = &wbuf.as_slice()[i * bs + done..i * bs + want];
+                    let rest_at = at + done as u64;
+                    write_rest(el, dst, rest_at, rest).map_err(|(at, e)| fail(at, &e))?;
                 }
+                bytes += n as u64;
             }
             batches += 1;
         }
@@ -439,6 +524,49 @@ fn copy(el: &mut EventLoop, src: &File, dst: &File, args: &Args) -> Result<Summa
         flip = !flip;
     }
     Ok(Summary { bytes, batches })
+}
+
+/// Writes all of `data` to DST at `offset`, one operation at a time; on failure, returns the
+/// offset where it failed and why.
+fn write_rest(
+    el: &mut EventLoop,
+    dst: &File,
+    mut offset: u64,
+    mut data: &[u8],
+) -> std::result::Result<(), (u64, io::Error)> {
+    while !data.is_empty() {
+        let op = WriteAt::write_at(dst.as_fd(), offset, data, 0);
+        match run_one(el, op, REST) {
+            Ok(0) => return Err((offset, ErrorKind::WriteZero.into())),
+            Ok(n) => {
+                offset += n as u64;
+                data = &data[n..];
+            }
+            Err(e) => return Err((offset, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Registers `op` under `token`, submits it (again, while the system has no room), waits for
+/// its event, and returns its result. Errors are the system's (`ENOSPC: No space left on
+/// device`), with the errno's name.
+fn run_one<S>(el: &mut EventLoop, mut op: S, token: Token) -> io::Result<S::Output>
+where
+    S: SourceApi + mio::event::Source,
+{
+    let errno = |e: Errno| io::Error::other(e.to_string());
+    el.poll.registry().register(&mut op, token, mio_aio::AIO)?;
+    let mut op = Box::pin(op);
+    loop {
+        match op.as_mut().submit() {
+            Ok(()) => break,
+            Err(Errno::EAGAIN) => std::thread::sleep(RETRY),
+            Err(e) => return Err(errno(e)),
+        }
+    }
+    while !el.wait(None)?.contains(&token) {}
+    op.as_mut().aio_return().map_err(errno)
 }
 
 /// A batch reading `buf.len() / bs` blocks of SRC from `offset` on, into `buf`.

@@ -88,21 +88,40 @@
 #![cfg_attr(
     feature = "tokio",
     doc = "* `tokio` - adds the [`tokio`](mod@crate::tokio) module: file operations and batches as
-  futures on a tokio runtime (`AioFileExt::read_at(..).await`, `LioFut`). It also adds
-  [`SourceApi::register_raw`] and [`SourceApi::deregister_raw`], which consumers need to
+  futures on a tokio runtime (`AioFileExt::read_at(..).await`, `LioFut`), and
+  [`tokio::compat`](mod@crate::tokio::compat) with the method shapes of the `tokio-file`
+  crate. It also adds [`SourceApi::register_raw`] and [`SourceApi::deregister_raw`], which consumers need to
   implement tokio's `AioSource` trait."
 )]
 #![cfg_attr(
     not(feature = "tokio"),
     doc = "* `tokio` - adds the `tokio` module: file operations and batches as futures on a tokio
-  runtime (`AioFileExt::read_at(..).await`, `LioFut`). It also adds `SourceApi::register_raw`
+  runtime (`AioFileExt::read_at(..).await`, `LioFut`), and `tokio::compat` with the method
+  shapes of the `tokio-file` crate. It also adds `SourceApi::register_raw`
   and `SourceApi::deregister_raw`, which consumers need to implement tokio's `AioSource`
   trait."
 )]
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+/// Calls the `libc` function `$fn`, which returns `-1` (or another negative value) and sets
+/// `errno` on failure, and returns a `nix::Result` of its value: the crate's one way to turn a
+/// system call's failure into an error (`Errno` converts into `io::Error` with `?`).
+///
+/// The call is unsafe: each use says, in a `// SAFETY:` comment, why its arguments satisfy
+/// the function's contract.
+macro_rules! syscall {
+    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
+        #[allow(unused_unsafe)]
+        // SAFETY: the caller's `// SAFETY:` comment, at the use.
+        let res = unsafe { libc::$fn($($arg),*) };
+        nix::errno::Errno::result(res)
+    }};
+}
+
 mod lio;
+#[cfg_attr(not(target_os = "freebsd"), allow(dead_code))]
+mod lio_book;
 mod source;
 mod sys;
 #[cfg(feature = "tokio")]
@@ -110,8 +129,32 @@ mod sys;
 pub mod tokio;
 
 pub use lio::{LioCb, LioCbBuilder, LioError, LioOpcode, LioResult};
+/// The error type of this crate's operations: the system's `errno` values, from [`nix`].
+///
+/// [`SourceApi::submit`], [`SourceApi::aio_return`], [`SourceApi::error`] and
+/// [`SourceApi::cancel`] return `Result<_, Errno>`; an operation still running reports
+/// `Err(Errno::EINPROGRESS)` from [`SourceApi::error`]. The values that matter most here:
+/// `EAGAIN` (no room to start the operation now: retry later), `EINPROGRESS` (not done yet),
+/// `ECANCELED` (cancelled before it finished), `EBADF`/`EINVAL` (a bad descriptor, offset or
+/// buffer), `ENOSPC`/`EIO` (the file system's own errors), `EMFILE` (out of descriptors, on
+/// Linux where each registered operation holds one). [`Errno::desc`] gives the message, and
+/// `std::io::Error::from(errno)` converts it for `?` in functions returning `io::Result`.
 pub use nix::errno::Errno;
-pub use nix::sys::aio::{AioCancelStat, AioFsyncMode};
+/// Whether [`SourceApi::cancel`] removed an operation before it ran
+/// ([`AioCanceled`](AioCancelStat::AioCanceled)), found it already running
+/// ([`AioNotCanceled`](AioCancelStat::AioNotCanceled): wait for its event as usual) or already
+/// finished ([`AioAllDone`](AioCancelStat::AioAllDone)). [`SourceApi::cancel`] returns it.
+///
+/// nix's own type, re-exported as mio-aio 2.0 does (so `use mio_aio::AioCancelStat::*` works).
+#[doc(no_inline)]
+pub use nix::sys::aio::AioCancelStat;
+/// What [`Fsync::fsync`] makes durable: `O_SYNC` the data and the metadata (like `fsync(2)`),
+/// `O_DSYNC` only what is needed to read the data back (like `fdatasync(2)`). [`Fsync::fsync`]
+/// takes it.
+///
+/// nix's own type, re-exported as mio-aio 2.0 does.
+#[doc(no_inline)]
+pub use nix::sys::aio::AioFsyncMode;
 pub use source::{Fsync, ReadAt, ReadvAt, Source, SourceApi, WriteAt, WritevAt};
 
 #[cfg(target_os = "linux")]

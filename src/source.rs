@@ -167,15 +167,16 @@ impl<T: sys::Operation> Source<T> {
     }
 }
 
-/// Checks the interest a source is registered with: a wrong one is a caller's mistake that must
-/// not panic.
+/// Checks the interest a source is registered with: it must contain `expected` (as mio-aio 2.0,
+/// which accepts `AIO | READABLE` and the like); extra interests are ignored. One without it is
+/// a caller's mistake, reported as `InvalidInput` rather than a panic.
 pub(crate) fn check_interest(interests: Interest, expected: Interest) -> io::Result<()> {
-    if interests == expected {
+    if interests.add(expected) == interests {
         Ok(())
     } else {
         Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("mio-aio sources must be registered with {expected:?}, not {interests:?}"),
+            format!("mio-aio sources need an interest containing {expected:?}, not {interests:?}"),
         ))
     }
 }

@@ -11,6 +11,8 @@ use std::{
 use mio::{Events, Interest, Poll, Token};
 use mio_aio::{Errno, ReadAt, SourceApi, WriteAt, WritevAt};
 
+mod support;
+
 /// Submits `op` unregistered and waits for it by polling `error()`, as a caller without an
 /// event loop would; returns `aio_return`'s value.
 fn run<S: SourceApi>(op: S) -> nix::Result<S::Output> {
@@ -150,6 +152,47 @@ fn wrong_interest_is_invalid_input() {
         .register(&mut batch, Token(2), Interest::WRITABLE)
         .unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+}
+
+/// As in mio-aio 2.0, an interest that contains the expected one (`AIO | WRITABLE`, say) is
+/// accepted, and the operation still gets its one event.
+#[test]
+fn interest_containing_the_expected_one_is_accepted() {
+    let mut f = tempfile::tempfile().unwrap();
+    f.write_all(b"abcd").unwrap();
+    let mut poll = Poll::new().unwrap();
+    let mut buf = [0u8; 4];
+    let mut op = ReadAt::read_at(f.as_fd(), 0, &mut buf, 0);
+    poll.registry()
+        .register(&mut op, Token(1), mio_aio::AIO | Interest::WRITABLE)
+        .unwrap();
+    let mut op = Box::pin(op);
+    op.as_mut().submit().unwrap();
+    support::expect_one_event(&mut poll, Token(1));
+    assert_eq!(op.as_mut().aio_return(), Ok(4));
+    drop(op);
+
+    let mut c = [0u8; 2];
+    let mut batch = mio_aio::LioCbBuilder::with_capacity(1)
+        .emplace_mut_slice(f.as_fd(), 2, &mut c, 0, mio_aio::LioOpcode::LIO_READ)
+        .finish();
+    poll.registry()
+        .register(&mut batch, Token(2), mio_aio::LIO | Interest::WRITABLE)
+        .unwrap();
+    // Re-registration follows the same rule, both ways.
+    poll.registry()
+        .reregister(&mut batch, Token(2), Interest::WRITABLE | mio_aio::LIO)
+        .unwrap();
+    let err = poll
+        .registry()
+        .reregister(&mut batch, Token(2), Interest::WRITABLE)
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    batch.submit().unwrap();
+    support::expect_one_event(&mut poll, Token(2));
+    let r: Vec<_> = batch.into_results(|it| it.map(|r| r.result).collect());
+    assert_eq!(r, vec![Ok(2)]);
+    assert_eq!((&buf, &c), (b"abcd", b"cd"));
 }
 
 #[test]

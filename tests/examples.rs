@@ -1,5 +1,5 @@
-//! Runs the examples (`demo`, `copy`, `file_server`) as programs, against real clients and
-//! real files, and checks what they produce.
+//! Runs the examples (`demo`, `copy`, `tokio_copy`, `file_server`) as programs, against real
+//! clients and real files (and a real full file system), and checks what they produce.
 //!
 //! `cargo test --test examples` does not build the examples by itself, so the first test to
 //! need one runs `cargo build --examples` (the same cargo, profile, target directory and
@@ -18,6 +18,8 @@ use std::{
     thread::{self, JoinHandle},
     time::{Duration, Instant},
 };
+
+mod support;
 
 /// The longest any example may run.
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -504,5 +506,156 @@ fn bad_input_is_an_error_not_a_panic() {
             !done.stderr.is_empty(),
             "{name} {args:?} said nothing on stderr"
         );
+    }
+}
+
+/// The copy tools: `copy`, and `tokio_copy` when the `tokio` feature is on.
+fn copy_tools() -> Vec<&'static str> {
+    let mut tools = vec!["copy"];
+    if cfg!(feature = "tokio") {
+        tools.push("tokio_copy");
+    }
+    tools
+}
+
+/// Copies a 3 MiB file into a 1 MiB tmpfs with `tool` and `extra` options, and checks what a
+/// user sees: exit status 1, a message that names DST and ENOSPC (never a "short write"), and
+/// what is left of DST (its true size, or nothing with `--remove-partial`).
+#[cfg(target_os = "linux")]
+fn copy_to_a_full_disk(fs: &support::loopfs::Tmpfs, tool: &str, extra: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.bin");
+    let len = 3 << 20;
+    std::fs::write(&src, Rng(0x5eed ^ extra.len() as u64).bytes(len)).unwrap();
+    let dst = fs.path().join(format!("{tool}-dst.bin"));
+    let _ = std::fs::remove_file(&dst);
+    let mut args = vec![src.as_os_str(), dst.as_os_str()];
+    args.extend(extra.iter().map(OsStr::new));
+    let done = Running::spawn(tool, args, &[]).wait(Instant::now());
+    let what = format!("{tool} {extra:?}");
+    let err = &done.stderr;
+    assert_eq!(done.status.code(), Some(1), "{what}: {err}");
+    assert!(!err.contains("panicked"), "{what} panicked: {err}");
+    let dst_shown = dst.display().to_string();
+    // The first line that is not a warning (a block size of 3000 bytes is warned about).
+    let first = err
+        .lines()
+        .find(|l| !l.contains(": warning: "))
+        .unwrap_or_default();
+    assert!(
+        first.contains(&dst_shown) && first.contains("ENOSPC"),
+        "{what}: the first line does not name DST and ENOSPC:\n{err}"
+    );
+    assert!(!err.contains("short write"), "{what}: {err}");
+    if extra.contains(&"--remove-partial") {
+        assert!(!dst.exists(), "{what}: DST was not removed:\n{err}");
+        assert!(
+            err.contains(&format!("removed the incomplete {dst_shown}")),
+            "{what}: does not say it removed DST:\n{err}"
+        );
+    } else {
+        let size = std::fs::metadata(&dst)
+            .unwrap_or_else(|e| panic!("{what}: DST is gone ({e}):\n{err}"))
+            .len();
+        assert!(size < len as u64, "{what}: DST has {size} bytes");
+        assert!(
+            err.contains(&format!("{dst_shown} is left incomplete ({size} bytes")),
+            "{what}: does not say what is left of DST ({size} bytes):\n{err}"
+        );
+        std::fs::remove_file(&dst).unwrap();
+    }
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn copy_tools_on_a_full_disk_report_enospc_and_what_is_left() {
+    let Some(fs) = support::loopfs::Tmpfs::new_or_skip(1 << 20) else {
+        return;
+    };
+    for tool in copy_tools() {
+        copy_to_a_full_disk(&fs, tool, &[]);
+        // Blocks that do not fit the pages of the file system: a block is written in part
+        // before the disk is full, and the rest must report ENOSPC.
+        copy_to_a_full_disk(&fs, tool, &["--block-size", "3000", "--depth", "5"]);
+        copy_to_a_full_disk(&fs, tool, &["--remove-partial"]);
+        copy_to_a_full_disk(
+            &fs,
+            tool,
+            &["--block-size", "3000", "--depth", "5", "--remove-partial"],
+        );
+    }
+}
+
+#[test]
+fn copy_tools_explain_their_options() {
+    for tool in copy_tools() {
+        let done = run_ok(tool, ["--help"], &[]);
+        let out = &done.stdout;
+        let mut options = vec!["--block-size", "--depth", "--remove-partial", "--help"];
+        if tool == "copy" {
+            options.push("--direct");
+        }
+        for option in options {
+            // Each option starts a line of its own, followed by what it does.
+            let line = out
+                .lines()
+                .find(|l| l.trim_start().starts_with(option) || l.contains(&format!(", {option}")))
+                .unwrap_or_else(|| panic!("{tool} --help does not explain {option}:\n{out}"));
+            let explanation = line.split_once(option).map_or("", |(_, rest)| rest.trim());
+            assert!(
+                explanation.split_whitespace().count() >= 3,
+                "{tool} --help: no explanation for {option}:\n{out}"
+            );
+        }
+        assert!(out.contains("Exit status"), "{tool} --help:\n{out}");
+    }
+}
+
+#[test]
+fn copy_tools_refuse_absurd_options_and_warn_of_slow_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::write(&src, b"a small file").unwrap();
+    let dst = dir.path().join("dst");
+    let (src, dst) = (src.to_str().unwrap(), dst.to_str().unwrap());
+    for tool in copy_tools() {
+        let refused: &[(&[&str], &str)] = &[
+            (&["--block-size", "0"], "--block-size 0 is out of range"),
+            (&["--block-size", "1G"], "is out of range"),
+            (&["--depth", "0"], "--depth 0 is out of range"),
+            (&["--depth", "100000"], "--depth 100000 is out of range"),
+            (&["--depth", "99999999999999999999999"], "bad --depth"),
+        ];
+        for (options, expected) in refused {
+            let paths = [src, dst];
+            let args = paths.iter().chain(options.iter());
+            let done = Running::spawn(tool, args, &[]).wait(Instant::now());
+            assert_eq!(
+                done.status.code(),
+                Some(2),
+                "{tool} {options:?}: {}",
+                done.stderr
+            );
+            assert!(
+                done.stderr.contains(expected),
+                "{tool} {options:?}: no {expected:?} in:\n{}",
+                done.stderr
+            );
+            assert!(!Path::new(dst).exists(), "{tool} {options:?} created DST");
+        }
+        // Legal but very slow: a warning, and the copy still happens.
+        let done = run_ok(
+            tool,
+            [src, dst, "--block-size", "1", "--depth", "1000"],
+            &[],
+        );
+        assert!(
+            done.stderr
+                .contains("warning: --block-size 1 is very small"),
+            "{tool}: no warning:\n{}",
+            done.stderr
+        );
+        assert_eq!(std::fs::read(dst).unwrap(), b"a small file");
+        std::fs::remove_file(dst).unwrap();
     }
 }

@@ -119,6 +119,29 @@ fn fsync() {
     }
 }
 
+/// An fsync, like every operation, may be submitted again once `aio_return` has collected it
+/// (the tokio layer's retry after `EAGAIN` and the stress test rely on it), and each round gets
+/// its own event. (nix's `AioFsync::submit` clears the mode in the control block, which
+/// FreeBSD then refuses with `EINVAL`.)
+#[test]
+fn fsync_submitted_again_after_aio_return() {
+    for mode in [AioFsyncMode::O_SYNC, AioFsyncMode::O_DSYNC] {
+        let f = file_with(b"abcdef");
+        let mut poll = Poll::new().unwrap();
+        let mut op = Fsync::fsync(f.as_fd(), mode, 0);
+        poll.registry()
+            .register(&mut op, UDATA, mio_aio::AIO)
+            .unwrap();
+        let mut op = Box::pin(op);
+        for round in 0..3 {
+            assert_eq!(op.as_mut().submit(), Ok(()), "{mode:?}, round {round}");
+            support::expect_one_event(&mut poll, UDATA);
+            assert_eq!(op.as_mut().aio_return(), Ok(()), "{mode:?}, round {round}");
+            assert!(!op.in_progress());
+        }
+    }
+}
+
 #[test]
 fn cancel_after_submit_still_delivers_the_event() {
     let f = tempfile::tempfile().unwrap();

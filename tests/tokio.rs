@@ -558,6 +558,80 @@ fn is_child(name: &str) -> bool {
 }
 
 #[test]
+fn refused_entries_are_resubmitted_beside_a_failure() {
+    run_child(
+        "child_refused_beside_a_failure",
+        &[("MIO_AIO_MAX_IN_FLIGHT", "4")],
+    );
+}
+
+/// A batch with an entry that cannot start (a read into a shared buffer: `EIO`) and more
+/// entries than there is room for (`EAGAIN` in the statuses): the refused entries are
+/// resubmitted all the same, and only the invalid one fails. Room: 4 operations on Linux
+/// (`MIO_AIO_MAX_IN_FLIGHT`), FreeBSD's `vfs.aio.max_aio_queue_per_proc` there (the batch is
+/// made larger than it).
+#[test]
+fn child_refused_beside_a_failure() {
+    if !is_child("child_refused_beside_a_failure") {
+        return;
+    }
+    #[cfg(target_os = "freebsd")]
+    let n = {
+        let out = std::process::Command::new("sysctl")
+            .args(["-n", "vfs.aio.max_aio_queue_per_proc"])
+            .output()
+            .unwrap();
+        let limit: usize = String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        if limit > 4096 {
+            println!("SKIPPED: vfs.aio.max_aio_queue_per_proc = {limit} is too large to overflow");
+            return;
+        }
+        limit + 10
+    };
+    #[cfg(not(target_os = "freebsd"))]
+    let n = 32;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let data = pattern_vec(n * BLOCK);
+        let file = file_with(&data);
+        let shared = [0u8; 8];
+        let mut bufs = vec![vec![0u8; BLOCK]; n];
+        let mut builder = LioCbBuilder::with_capacity(n + 1).emplace_slice(
+            file.as_fd(),
+            0,
+            &shared,
+            0,
+            LioOpcode::LIO_READ,
+        );
+        for (i, buf) in bufs.iter_mut().enumerate() {
+            let offset = (i * BLOCK) as u64;
+            builder = builder.emplace_mut_slice(file.as_fd(), offset, buf, 0, LioOpcode::LIO_READ);
+        }
+        let results = LioFut::new(builder.finish()).await.unwrap();
+        assert_eq!(results[0].result, Err(Errno::EINVAL));
+        let refused = results[1..]
+            .iter()
+            .filter(|r| r.result == Err(Errno::EAGAIN))
+            .count();
+        assert_eq!(
+            refused, 0,
+            "entries refused for lack of room were not resubmitted"
+        );
+        assert!(results[1..].iter().all(|r| r.result == Ok(BLOCK as isize)));
+        for (i, buf) in bufs.iter().enumerate() {
+            assert!(buf[..] == data[i * BLOCK..(i + 1) * BLOCK], "block {i}");
+        }
+    });
+}
+
+#[test]
 fn full_queues_are_retried() {
     run_child("child_full_queues", &[("MIO_AIO_MAX_IN_FLIGHT", "4")]);
 }

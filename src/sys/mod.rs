@@ -21,21 +21,6 @@ use std::{io, pin::Pin};
 use mio::{Registry, Token};
 use nix::sys::aio::AioCancelStat;
 
-/// Calls the `libc` function `$fn`, which returns `-1` (or another negative value) and sets
-/// `errno` on failure, and returns a `nix::Result` of its value: the crate's one way to turn a
-/// system call's failure into an error (`Errno` converts into `io::Error` with `?`).
-///
-/// The call is unsafe: each use says, in a `// SAFETY:` comment, why its arguments satisfy
-/// the function's contract.
-macro_rules! syscall {
-    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
-        #[allow(unused_unsafe)]
-        // SAFETY: the caller's `// SAFETY:` comment, at the use.
-        let res = unsafe { libc::$fn($($arg),*) };
-        nix::errno::Errno::result(res)
-    }};
-}
-
 /// What every platform's single-operation type implements; `crate::Source` forwards to it.
 ///
 /// The methods have the meaning documented on [`crate::SourceApi`]. `register` and friends get

@@ -52,7 +52,13 @@
 //! * **Dropping** a future whose operation is in flight is safe: the operation is cancelled
 //!   and the drop *waits*, blocking the thread, until the kernel has released the buffers
 //!   (most file systems cannot cancel a read or write that has started, so this may last as
-//!   long as the operation itself). Its reactor registration is removed first.
+//!   long as the operation itself). What happens to the reactor registration differs: on
+//!   Linux the operation's eventfd leaves tokio's reactor with the future. On FreeBSD the
+//!   future holds a [`tokio::io::bsd::Aio`](https://docs.rs/tokio/latest/tokio/io/bsd/struct.Aio.html),
+//!   which has no `Drop`: nothing is deregistered (the kernel's own event registration ends
+//!   with the operation's `aio_return`, or with the batch's kqueue), and the reactor keeps its
+//!   small bookkeeping slot for the future until the runtime shuts down, as for every
+//!   `tokio::io::bsd::Aio`.
 //! * **Do not leak** a future whose operation is in flight (`std::mem::forget` of a
 //!   `Box::pin`ned future): like every [`Source`], it borrows its buffers, and only its drop
 //!   makes sure that the kernel is done with them. A leaked operation keeps writing into
@@ -95,10 +101,14 @@ use std::{
 
 use nix::errno::Errno;
 
-use crate::{sys, AioFsyncMode, LioCb, LioError, LioResult, Source};
+use crate::{
+    lio_book::{next_step, Next},
+    sys, AioFsyncMode, LioCb, LioResult, Source,
+};
 #[allow(unused_imports)] // for the documentation
-use crate::{LioCbBuilder, SourceApi};
+use crate::{LioCbBuilder, LioError, SourceApi};
 
+pub mod compat;
 #[cfg(target_os = "freebsd")]
 mod freebsd;
 #[cfg(target_os = "freebsd")]
@@ -327,9 +337,10 @@ impl<F: AsFd + ?Sized> AioFileExt for F {}
 /// * each [`LioResult`] holds its operation's byte count or error, including the operations
 ///   that could not be started at all ([`LioError::EIO`]: a bad fd, a read into a shared
 ///   buffer, an offset out of range);
-/// * operations the system had no room for ([`LioError::EINCOMPLETE`], [`LioError::EAGAIN`])
-///   are not errors: they are resubmitted once the others have completed, or after a yield to
-///   the scheduler if nothing is in flight;
+/// * operations the system had no room for ([`LioError::EINCOMPLETE`], [`LioError::EAGAIN`],
+///   or `EAGAIN` among the statuses of an [`LioError::EIO`]) are not errors: they are
+///   resubmitted once the others have completed, or after a yield to the scheduler if nothing
+///   is in flight, also when other operations of the batch failed;
 /// * the future itself fails only when it cannot wait (polled outside a runtime, the reactor
 ///   gone, no eventfd available).
 ///
@@ -438,22 +449,19 @@ enum Submitted {
     Nothing,
 }
 
-impl From<Result<(), LioError>> for Submitted {
-    fn from(r: Result<(), LioError>) -> Submitted {
-        match r {
-            Ok(()) | Err(LioError::EIO(_)) => Submitted::All,
-            Err(LioError::EINCOMPLETE) => Submitted::Part,
-            Err(LioError::EAGAIN) => Submitted::Nothing,
-        }
-    }
-}
-
-/// Submits `batch` for the first time, or resubmits what it has left.
+/// Submits `batch` for the first time, or resubmits what it has left. Operations refused for
+/// lack of room are resubmitted later whatever happened to the others, also when some failed
+/// for good (`EIO` whose statuses hold `EAGAIN`); see `crate::lio_book::next_step`.
 fn submit_batch(batch: &mut LioCb<'_>, first: bool) -> Submitted {
-    if first {
-        batch.submit().into()
+    let result = if first {
+        batch.submit()
     } else {
-        batch.resubmit().into()
+        batch.resubmit()
+    };
+    match next_step(&result, batch.in_progress()) {
+        Next::Collect => Submitted::All,
+        Next::Resubmit => Submitted::Part,
+        Next::RetryLater => Submitted::Nothing,
     }
 }
 

@@ -7,7 +7,7 @@ use std::{
     fmt,
     io::{self, IoSlice, IoSliceMut},
     marker::PhantomPinned,
-    os::fd::{AsFd, BorrowedFd as Fd},
+    os::fd::{AsFd, AsRawFd, BorrowedFd as Fd, RawFd},
     pin::Pin,
 };
 
@@ -41,6 +41,11 @@ pub type FsyncOp<'a> = PosixOp<AioFsync<'a>>;
 /// keeps the control block's address from `submit` until `aio_return`.
 pub struct PosixOp<T: Aio + AsRef<libc::aiocb>> {
     inner: T,
+    /// fsync only: rebuilds the control block before each submission (see `rebuild_fsync`),
+    /// with the mode kept here.
+    rebuild: Option<(Rebuild<T>, AioFsyncMode)>,
+    /// The registration (kqueue, token), re-applied by `rebuild`.
+    notify: Option<(RawFd, usize)>,
     /// readv/writev only: our copy of the scatter/gather list, which the control block points to.
     iovecs: IoVecs,
     /// The offset given did not fit in an `off_t`: `submit` fails with `EINVAL`.
@@ -60,6 +65,8 @@ impl<T: Aio + AsRef<libc::aiocb>> PosixOp<T> {
     fn wrap(inner: T, offset_overflow: bool, iovecs: IoVecs) -> Self {
         PosixOp {
             inner,
+            rebuild: None,
+            notify: None,
             iovecs,
             offset_overflow,
             _pin: PhantomPinned,
@@ -73,13 +80,14 @@ impl<T: Aio + AsRef<libc::aiocb>> PosixOp<T> {
         unsafe { self.map_unchecked_mut(|s| &mut s.inner) }
     }
 
-    /// Changes the completion notification, which the kernel has copied if the operation is in
-    /// flight: refuse then (nix would panic).
-    fn set_notify(&mut self, sev: SigevNotify) -> io::Result<()> {
+    /// Changes the completion notification (a kevent to kqueue `kq` carrying `udata`, or none),
+    /// which the kernel has copied if the operation is in flight: refuse then (nix would panic).
+    fn set_notify(&mut self, notify: Option<(RawFd, usize)>) -> io::Result<()> {
         if self.inner.in_progress() {
             Err(Errno::EBUSY.into())
         } else {
-            self.inner.set_sigev_notify(sev);
+            self.inner.set_sigev_notify(sigev_notify(notify));
+            self.notify = notify;
             Ok(())
         }
     }
@@ -147,20 +155,57 @@ impl<'a> FsyncOp<'a> {
     /// See `Source::fsync`.
     pub fn new(fd: Fd<'a>, mode: AioFsyncMode, prio: i32) -> Self {
         let inner = AioFsync::new(fd, mode, prio, SigevNotify::SigevNone);
-        PosixOp::wrap(inner, false, IoVecs::none())
+        let mut op = PosixOp::wrap(inner, false, IoVecs::none());
+        op.rebuild = Some((rebuild_fsync, mode));
+        op
+    }
+}
+
+/// Makes a control block ready for another submission.
+type Rebuild<T> = fn(Pin<&mut T>, AioFsyncMode, Option<(RawFd, usize)>);
+
+/// nix's `AioFsync::submit` moves the mode out of the control block (`aio_lio_opcode` becomes
+/// 0) before calling `aio_fsync`, and never puts it back, even when the call fails with
+/// `EAGAIN`; FreeBSD refuses any mode but `O_SYNC`/`O_DSYNC` with `EINVAL`. So before each
+/// submission the control block is rebuilt from the mode kept in `PosixOp`, and the
+/// registration is applied to it again. Only for an fsync the kernel holds nothing for.
+fn rebuild_fsync(
+    mut fsync: Pin<&mut AioFsync<'_>>,
+    mode: AioFsyncMode,
+    notify: Option<(RawFd, usize)>,
+) {
+    let (fd, prio) = (fsync.fd().as_raw_fd(), fsync.priority());
+    // SAFETY: `fd` is the descriptor the operation borrows for its whole lifetime (`'a` of
+    // `FsyncOp<'a>`), so it is open for as long as the new control block lives.
+    let fd = unsafe { Fd::borrow_raw(fd) };
+    // Replaces the old control block in place (it is not in flight: nix drops it quietly).
+    fsync.set(AioFsync::new(fd, mode, prio, sigev_notify(notify)));
+}
+
+/// The notification for a registration (kqueue, token), or none.
+fn sigev_notify(notify: Option<(RawFd, usize)>) -> SigevNotify<'static> {
+    match notify {
+        // SAFETY: the kqueue is only named here: nix copies the raw number into the control
+        // block, and the kernel checks it at submission (`EBADF` if it was closed since).
+        Some((kq, udata)) => kevent_notify(unsafe { Fd::borrow_raw(kq) }, udata),
+        None => SigevNotify::SigevNone,
     }
 }
 
 impl<T: Aio + AsRef<libc::aiocb>> Operation for PosixOp<T> {
     type Output = T::Output;
 
-    fn submit(self: Pin<&mut Self>) -> nix::Result<()> {
+    fn submit(mut self: Pin<&mut Self>) -> nix::Result<()> {
         if self.inner.in_progress() {
             // Submitting the same control block twice would corrupt the kernel's bookkeeping.
             return Err(Errno::EBUSY);
         }
         if self.offset_overflow {
             return Err(Errno::EINVAL);
+        }
+        if let Some((rebuild, mode)) = self.rebuild {
+            let notify = self.notify;
+            rebuild(self.as_mut().inner(), mode, notify);
         }
         self.inner().submit()
     }
@@ -191,7 +236,7 @@ impl<T: Aio + AsRef<libc::aiocb>> Operation for PosixOp<T> {
     }
 
     fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
-        self.set_notify(kevent_notify(registry.as_fd(), usize::from(token)))
+        self.set_notify(Some((registry.as_fd().as_raw_fd(), usize::from(token))))
     }
 
     fn reregister(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
@@ -199,20 +244,20 @@ impl<T: Aio + AsRef<libc::aiocb>> Operation for PosixOp<T> {
     }
 
     fn deregister(&mut self, _registry: &Registry) -> io::Result<()> {
-        self.set_notify(SigevNotify::SigevNone)
+        self.set_notify(None)
     }
 
     /// Does nothing while the operation is in flight: the kernel has already copied its
     /// notification settings, and this method cannot report an error.
     #[cfg(feature = "tokio")]
     fn register_raw(&mut self, kq: BorrowedFd, udata: usize) {
-        let _ = self.set_notify(kevent_notify(kq, udata));
+        let _ = self.set_notify(Some((kq.as_raw_fd(), udata)));
     }
 
     /// Does nothing while the operation is in flight, like `register_raw`.
     #[cfg(feature = "tokio")]
     fn deregister_raw(&mut self) {
-        let _ = self.set_notify(SigevNotify::SigevNone);
+        let _ = self.set_notify(None);
     }
 }
 

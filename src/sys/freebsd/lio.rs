@@ -5,7 +5,7 @@
 //! * The control blocks live in a boxed slice that is never resized or reallocated, so their
 //!   addresses stay fixed even when the `LioCb` is moved. The kernel holds such an address from
 //!   the `lio_listio` that accepted the operation until our `aio_return` for it.
-//! * An operation whose state is [`State::Kernel`] may have kernel state, and the kernel may
+//! * An operation whose state is `State::Kernel` may have kernel state, and the kernel may
 //!   write into its buffer; it leaves that state only through `aio_return`, which is called only
 //!   once `aio_error` no longer reports `EINPROGRESS`. Dropping the batch (or `into_results`)
 //!   first waits for every such operation, so buffers and control blocks outlive the kernel's use
@@ -20,17 +20,18 @@
 //! kernel its slice of `Pin<&mut dyn AsMut<aiocb>>`, whose elements are fat pointers, where the
 //! kernel reads an array of plain `aiocb` pointers. We call `libc::lio_listio` on such an array.
 //!
-//! How results map to `LioError` (as mio-aio 0.7 did, from every operation's state, but never
-//! panicking): `EIO` (with every status) as long as any operation of the batch could not be
-//! started at all, else `EINCOMPLETE` if some operations were refused for lack of resources
-//! while this call started others, `EAGAIN` if this call started none, and `EIO` for any other
-//! failure of `lio_listio` itself.
+//! What the kernel's answers mean, and what a submission reports, is decided in
+//! `crate::lio_book` (plain logic, unit-tested on every OS). In short: an entry whose control
+//! block reads `EINPROGRESS` after the call was queued (even one that already failed), one that
+//! reads `EAGAIN` waits for `resubmit`, any other was refused for good. A round carries at most
+//! `vfs.aio.max_aio_queue_per_proc` entries (the kernel refuses a longer list as a whole); the
+//! rest wait for `resubmit`, reported as `EINCOMPLETE`.
 //!
-//! FreeBSD sends no `EVFILT_LIO` event for a `lio_listio` that queued nothing (the batch is
-//! empty, all `LIO_NOP`, or every operation was refused). So that a registered batch always
-//! gets its one event after `submit` or `resubmit` returns `Ok` or `EIO`, we then post it
-//! ourselves: a one-shot, already triggered `EVFILT_USER` kevent with the batch's token, which
-//! mio reports as readable and tokio as ready.
+//! The batch's event goes through a kqueue of the batch's own (`batch_event.rs`), so that the
+//! user sees it once per submission although FreeBSD's `EVFILT_LIO` is level-triggered. When
+//! the kernel sends no event (nothing was queued: an empty batch, all `LIO_NOP`, every entry
+//! refused for good), the backend posts one there itself, so that a registered batch always
+//! gets its event after `submit` or `resubmit` returns `Ok` or `EIO`.
 
 #[cfg(feature = "tokio")]
 use std::os::fd::BorrowedFd;
@@ -49,28 +50,30 @@ use nix::{
     sys::signal::{SigEvent, SigevNotify},
 };
 
-use super::{aio_status, kevent_notify, wait_until_done};
-use crate::lio::{LioBuf, LioEntry, LioError, LioOpcode, LioResult};
+use super::{
+    aio_status,
+    batch_event::{queue_limit, BatchKq},
+    kevent_notify, wait_until_done,
+};
+use crate::{
+    lio::{LioBuf, LioEntry, LioError, LioOpcode, LioResult},
+    lio_book::{classify, needs_stand_in, outcome, round_len, Entry, State},
+};
 
-/// Where one operation of a batch stands.
-#[derive(Clone, Copy, Debug, Eq, PartialEq)]
-enum State {
-    /// Never handed to the kernel yet.
-    Fresh,
-    /// Refused by the kernel for lack of resources (`EAGAIN`); `resubmit` hands it over again.
-    Again,
-    /// `LIO_NOP`: never handed to the kernel; its result is `Ok(0)`.
-    Nop,
-    /// Refused before reaching the kernel (`LioEntry::invalid`).
-    Rejected(Errno),
-    /// Handed to the kernel, which may hold state for it until `aio_return`. The error is the
-    /// one the kernel reported at submission, if it refused the operation.
-    Kernel(Option<Errno>),
-    /// Refused by the kernel at submission, and `aio_return` has been called.
-    Refused(Errno),
-    /// Accepted by the kernel, and `aio_return` has been called: the final result.
-    Done(nix::Result<isize>),
-}
+/// The offset of the private error word (`_aiocb_private.error`) in `struct aiocb`, which the
+/// libc crate does not expose by name. `<aio.h>`: `aio_reqprio` (an `int`) is followed by
+/// `struct __aiocb_private { long status; long error; void *kernelinfo; }`, then
+/// `aio_sigevent`; the assertion below checks that layout.
+const ERROR_WORD: usize = {
+    let after_prio = mem::offset_of!(libc::aiocb, aio_reqprio) + mem::size_of::<libc::c_int>();
+    let status =
+        after_prio.div_ceil(mem::align_of::<libc::c_long>()) * mem::align_of::<libc::c_long>();
+    status + mem::size_of::<libc::c_long>()
+};
+const _: () = assert!(
+    ERROR_WORD + mem::size_of::<libc::c_long>() + mem::size_of::<*mut libc::c_void>()
+        == mem::offset_of!(libc::aiocb, aio_sigevent)
+);
 
 /// One operation of a batch.
 struct Slot {
@@ -144,41 +147,44 @@ impl Slot {
         unsafe { aio_status(self.cb.get()) }
     }
 
+    /// The control block's private error word, which `lio_listio` leaves `EINPROGRESS` exactly
+    /// for an operation it queued (see `crate::lio_book`).
+    fn error_word(&self) -> i64 {
+        // SAFETY: `ERROR_WORD` is the offset of an aligned `long` inside the live control block
+        // (checked against libc's layout at compile time); it was initialised (zeroed) by
+        // `reset_cb` and since written only by the kernel, during the `lio_listio` call that
+        // has returned.
+        let word = unsafe {
+            self.cb
+                .get()
+                .cast::<u8>()
+                .add(ERROR_WORD)
+                .cast::<libc::c_long>()
+                .read()
+        };
+        // `long` is 32 bits on some FreeBSD targets.
+        #[allow(clippy::useless_conversion)]
+        i64::from(word)
+    }
+
     fn in_progress(&self) -> bool {
-        matches!(self.state, State::Kernel(_)) && self.kernel_status() == Err(Errno::EINPROGRESS)
+        self.state == State::Kernel && self.kernel_status() == Err(Errno::EINPROGRESS)
     }
 
     /// Calls `aio_return` for a completed operation in the kernel's hands, freeing the kernel's
     /// state, and records its result.
     fn reap(&mut self) {
-        if let State::Kernel(err) = self.state {
+        if self.state == State::Kernel {
             // SAFETY: the control block is alive, and the caller checked that the operation is
-            // complete (or was never accepted, then the kernel just reports EINVAL).
+            // complete.
             let r = syscall!(aio_return(self.cb.get()));
-            self.state = match err {
-                Some(e) => State::Refused(e),
-                None => State::Done(r),
-            };
+            self.state = State::Done(r);
         }
     }
 
     /// The status reported in [`LioError::EIO`].
     fn status(&self) -> Result<(), Errno> {
-        match self.state {
-            State::Fresh | State::Again => Err(Errno::EAGAIN),
-            State::Nop => Ok(()),
-            State::Rejected(e) | State::Kernel(Some(e)) | State::Refused(e) => Err(e),
-            State::Kernel(None) => self.kernel_status(),
-            State::Done(r) => r.map(drop),
-        }
-    }
-
-    /// Could this operation not be started at all?
-    fn failed(&self) -> bool {
-        matches!(
-            self.state,
-            State::Rejected(_) | State::Kernel(Some(_)) | State::Refused(_)
-        )
+        self.state.status(|| self.kernel_status())
     }
 }
 
@@ -188,18 +194,18 @@ pub struct LioCb<'a> {
     slots: Box<[Slot]>,
     /// Every pointer array passed to `lio_listio` (see the module doc).
     lists: Vec<Box<[*mut libc::aiocb]>>,
-    /// The notification for the batch's completion: none, or a kevent.
-    sigev: SigEvent,
-    /// With a kevent notification: the kqueue and the token, for `post_event`.
+    /// The registration: the user's kqueue and the token.
     kevent: Option<(RawFd, usize)>,
-    /// Its address identifies our `EVFILT_USER` kevent (see `post_event`); allocated on first use.
-    marker: Option<Box<u8>>,
+    /// The batch's own kqueue (`batch_event.rs`), from the first registered submission until
+    /// the batch is gone. Declared after `slots`, and only dropped after every operation has
+    /// been returned (`finish`).
+    kq: Option<BatchKq>,
     _bufs: PhantomData<&'a mut [u8]>,
 }
 
 // SAFETY: the raw pointers point into our own heap allocations (`slots`, `lists`) and into
-// buffers borrowed for `'a` as `&'a mut [u8]` or `&'a [u8]`, which are `Send`; the sigevent only
-// carries integers (kqueue fd, token). The kernel state belongs to the process, not the thread.
+// buffers borrowed for `'a` as `&'a mut [u8]` or `&'a [u8]`, which are `Send`; the rest are
+// descriptors and integers. The kernel state belongs to the process, not the thread.
 unsafe impl Send for LioCb<'_> {}
 // SAFETY: as above; `&self` methods only read (`len`, and `in_progress` through `aio_error`,
 // which does not write the control block); all mutation goes through `&mut self`.
@@ -211,32 +217,26 @@ impl<'a> LioCb<'a> {
         LioCb {
             slots: entries.into_iter().map(Slot::new).collect(),
             lists: Vec::new(),
-            sigev: SigEvent::new(SigevNotify::SigevNone),
             kevent: None,
-            marker: None,
+            kq: None,
             _bufs: PhantomData,
         }
     }
 
-    /// Starts every operation that can be started, with one `lio_listio`.
+    /// Starts every operation that can be started, with one `lio_listio` (or several rounds,
+    /// see the module doc).
     ///
     /// A second `submit` after the kernel accepted operations fails with `LioError::EIO`, in
     /// which those operations have the status `EBUSY`: nothing is started again (use
     /// `resubmit` for operations refused with `EAGAIN`). After `LioError::EAGAIN`, when
     /// nothing was accepted, `submit` may simply be called again.
     pub fn submit(&mut self) -> Result<(), LioError> {
-        let started = |s: &Slot| {
-            matches!(
-                s.state,
-                State::Kernel(_) | State::Refused(_) | State::Done(_)
-            )
-        };
-        if self.slots.iter().any(started) {
+        if self.slots.iter().any(|s| s.state.started()) {
             let statuses = self
                 .slots
                 .iter()
                 .map(|s| match s.state {
-                    State::Kernel(None) | State::Done(Ok(_)) => Err(Errno::EBUSY),
+                    State::Kernel | State::Done(Ok(_)) => Err(Errno::EBUSY),
                     _ => s.status(),
                 })
                 .collect();
@@ -245,123 +245,95 @@ impl<'a> LioCb<'a> {
         self.start()
     }
 
-    /// Starts the operations the kernel refused for lack of resources, with one new
-    /// `lio_listio`. Operations that were accepted before are not run again; those already
-    /// complete have their results collected first (`aio_return`), which frees the resources
-    /// they held in the kernel.
+    /// Starts the operations the kernel refused for lack of resources (or left for a later
+    /// round), with one new `lio_listio`. Operations that were accepted before are not run
+    /// again; those already complete have their results collected first (`aio_return`), which
+    /// frees the resources they held in the kernel.
     pub fn resubmit(&mut self) -> Result<(), LioError> {
         for slot in self.slots.iter_mut() {
-            if matches!(slot.state, State::Kernel(_)) && !slot.in_progress() {
+            if slot.state == State::Kernel && !slot.in_progress() {
                 slot.reap();
             }
         }
         self.start()
     }
 
-    /// Hands every `Fresh` or `Again` operation to the kernel and sorts out what it accepted.
+    /// Hands the next round of `Fresh` or `Again` operations to the kernel and sorts out what
+    /// it accepted.
     fn start(&mut self) -> Result<(), LioError> {
-        let mut list = Vec::new();
-        let mut submitted = Vec::new();
-        for (i, slot) in self.slots.iter_mut().enumerate() {
-            if matches!(slot.state, State::Fresh | State::Again) {
-                slot.reset_cb();
-                list.push(slot.cb.get());
-                submitted.push(i);
+        let pending: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| self.slots[i].state.to_start())
+            .collect();
+        let n = round_len(pending.len(), queue_limit());
+        for &i in &pending[n..] {
+            self.slots[i].state = State::Again;
+        }
+        let round = &pending[..n];
+        let accepted = match self.notification() {
+            Ok(_) if round.is_empty() => 0,
+            Ok(mut sigev) => self.listio(round, &mut sigev),
+            Err(e) => {
+                // No event could be arranged (no kqueue left, the user's kqueue closed): the
+                // round fails as a whole, as `lio_listio` would with a bad kqueue.
+                let e = e.raw_os_error().map_or(Errno::EINVAL, Errno::from_raw);
+                for &i in round {
+                    self.slots[i].state = Entry::Failed(e).into();
+                }
+                0
+            }
+        };
+        let result = outcome(self.slots.iter().map(|s| s.state), accepted);
+        if needs_stand_in(result, accepted) {
+            if let Some(kq) = &self.kq {
+                kq.post_stand_in();
             }
         }
-        if list.is_empty() {
-            // Nothing to start: no lio_listio, and `outcome` posts the event.
-            return self.outcome(None, 0);
+        result.into_result(|| self.slots.iter().map(Slot::status).collect())
+    }
+
+    /// The notification of the next `lio_listio`: none, or a kevent to the batch's own kqueue,
+    /// which the user's kqueue is (re)armed to report once.
+    fn notification(&mut self) -> io::Result<libc::sigevent> {
+        let Some((user_kq, udata)) = self.kevent else {
+            return Ok(SigEvent::new(SigevNotify::SigevNone).sigevent());
+        };
+        let kq = match self.kq.take() {
+            Some(kq) => kq,
+            None => BatchKq::new()?,
+        };
+        // A stand-in posted for an earlier round must not report this one.
+        kq.clear_stand_in();
+        let armed = kq.arm(user_kq, udata);
+        let sigev = SigEvent::new(kevent_notify(kq.as_fd(), udata)).sigevent();
+        self.kq = Some(kq);
+        armed.map(|()| sigev)
+    }
+
+    /// One `lio_listio` for the operations `round` (indices of `Fresh` or `Again` slots);
+    /// returns how many the kernel queued.
+    fn listio(&mut self, round: &[usize], sigev: &mut libc::sigevent) -> usize {
+        let mut list = Vec::with_capacity(round.len());
+        for &i in round {
+            let slot = &mut self.slots[i];
+            slot.reset_cb();
+            list.push(slot.cb.get());
         }
         let list = list.into_boxed_slice();
-        let mut sigev = self.sigev.sigevent();
         let nent = libc::c_int::try_from(list.len()).unwrap_or(libc::c_int::MAX);
         // SAFETY: `list` holds `nent` pointers to live, initialised control blocks that the
         // kernel holds no state for (`Fresh` or `Again`). They stay at the same address until
         // `aio_return` (see the module doc), and so do their buffers. The kernel copies `sigev`
         // and the array itself before returning; we keep the array anyway for its address.
-        let call_err = syscall!(lio_listio(
-            libc::LIO_NOWAIT,
-            list.as_ptr(),
-            nent,
-            &mut sigev
-        ))
-        .err();
+        let call = syscall!(lio_listio(libc::LIO_NOWAIT, list.as_ptr(), nent, sigev)).map(drop);
         self.lists.push(list);
-
         let mut accepted = 0;
-        for i in submitted {
+        for &i in round {
             let slot = &mut self.slots[i];
-            slot.state = match call_err {
-                None => State::Kernel(None),
-                Some(err) => match slot.kernel_status() {
-                    Ok(()) | Err(Errno::EINPROGRESS) => State::Kernel(None),
-                    Err(Errno::EAGAIN) => State::Again,
-                    // FreeBSD reports per-operation failures as EIO (EAGAIN if only resources
-                    // ran short); the operation's own error is in its control block.
-                    Err(e) if matches!(err, Errno::EIO | Errno::EAGAIN | Errno::EINTR) => {
-                        State::Kernel(Some(e))
-                    }
-                    // The call failed as a whole (bad kqueue, too many operations...): report
-                    // its error. `Kernel` keeps the `aio_return`, harmless if nothing started.
-                    Err(_) => State::Kernel(Some(err)),
-                },
-            };
-            if slot.state == State::Kernel(None) {
-                accepted += 1;
-            }
+            let entry = classify(call, slot.error_word());
+            accepted += usize::from(entry == Entry::Accepted);
+            slot.state = entry.into();
         }
-        self.outcome(call_err, accepted)
-    }
-
-    /// Maps the result of `lio_listio` like mio-aio 0.7 did, from the state of every operation,
-    /// but never panics: an unexpected combination is reported as `EIO` with every status.
-    ///
-    /// `accepted` is the number of operations this call started: if it is 0, the kernel sends
-    /// no event, and one is posted here unless the result is `EAGAIN` (documented as "no
-    /// event").
-    fn outcome(&mut self, call_err: Option<Errno>, accepted: usize) -> Result<(), LioError> {
-        let failed = self.slots.iter().filter(|s| s.failed()).count();
-        let again = self
-            .slots
-            .iter()
-            .filter(|s| s.state == State::Again)
-            .count();
-        let result = if failed > 0 {
-            Err(LioError::EIO(self.slots.iter().map(Slot::status).collect()))
-        } else if again > 0 && accepted > 0 {
-            Err(LioError::EINCOMPLETE)
-        } else if again > 0 {
-            Err(LioError::EAGAIN)
-        } else if call_err.is_some() {
-            Err(LioError::EIO(self.slots.iter().map(Slot::status).collect()))
-        } else {
-            Ok(())
-        };
-        if accepted == 0 && result != Err(LioError::EAGAIN) {
-            self.post_event();
-        }
-        result
-    }
-
-    /// Posts the batch's completion event ourselves (see the module doc), if it is registered.
-    /// Errors (a kqueue closed meanwhile) are ignored: nobody could receive the event.
-    fn post_event(&mut self) {
-        let Some((kq, udata)) = self.kevent else {
-            return;
-        };
-        let marker = self.marker.get_or_insert_with(|| Box::new(0));
-        // SAFETY: `kevent` is a plain C struct for which all zeroes is valid.
-        let mut kev: libc::kevent = unsafe { mem::zeroed() };
-        // Unique among live batches: the address of our own allocation.
-        kev.ident = &**marker as *const u8 as libc::uintptr_t;
-        kev.filter = libc::EVFILT_USER;
-        kev.flags = libc::EV_ADD | libc::EV_ONESHOT;
-        kev.fflags = libc::NOTE_TRIGGER;
-        // The token, handed back unchanged like the `udata` of the kernel's own events.
-        kev.udata = udata as *mut libc::c_void;
-        // SAFETY: one valid change record, no event list, no timeout.
-        unsafe { libc::kevent(kq, &kev, 1, std::ptr::null_mut(), 0, std::ptr::null()) };
+        accepted
     }
 
     /// Whether any operation of the batch is still running.
@@ -381,7 +353,8 @@ impl<'a> LioCb<'a> {
         F: FnOnce(Box<dyn Iterator<Item = LioResult> + 'a>) -> R,
     {
         let results = self.finish(false);
-        // Every kernel state is released: dropping `self` now has nothing left to wait for.
+        // Every kernel state is released: dropping `self` now has nothing left to wait for,
+        // and closes the batch's kqueue with any event not yet delivered.
         drop(self);
         f(Box::new(results.into_iter()))
     }
@@ -399,41 +372,27 @@ impl<'a> LioCb<'a> {
         self.slots
             .iter_mut()
             .map(|slot| {
-                if matches!(slot.state, State::Kernel(_)) {
+                if slot.state == State::Kernel {
                     // SAFETY: the control block is alive (it is part of `slot`).
                     unsafe { wait_until_done(slot.cb.get()) };
                     slot.reap();
                 }
-                let result = match slot.state {
-                    // Never submitted: what `aio_return` reports for an unknown control block.
-                    State::Fresh => Err(Errno::EINVAL),
-                    State::Again => Err(Errno::EAGAIN),
-                    State::Nop => Ok(0),
-                    State::Rejected(e) | State::Refused(e) => Err(e),
-                    State::Done(r) => r,
-                    State::Kernel(_) => unreachable!("reaped above"),
-                };
+                let result = slot.state.result().expect("reaped above");
                 LioResult { result }
             })
             .collect()
     }
 
-    fn set_notify(&mut self, sev: SigevNotify) {
-        // The kernel copies the notification at `lio_listio`, so changing it while operations
-        // are in flight only affects a later `resubmit`.
-        self.kevent = match sev {
-            SigevNotify::SigevKeventFlags { kq, udata, .. } => {
-                Some((kq.as_raw_fd(), udata as usize))
-            }
-            _ => None,
-        };
-        self.sigev = SigEvent::new(sev);
+    fn set_notify(&mut self, kevent: Option<(RawFd, usize)>) {
+        // Operations in flight keep notifying the batch's kqueue; the user's kqueue is (re)armed
+        // with this registration at the next `submit`/`resubmit`.
+        self.kevent = kevent;
     }
 
     /// Asks for the batch's completion event on `registry`'s kqueue, from the next
     /// `submit`/`resubmit` on. Never fails.
     pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
-        self.set_notify(kevent_notify(registry.as_fd(), usize::from(token)));
+        self.set_notify(Some((registry.as_fd().as_raw_fd(), usize::from(token))));
         Ok(())
     }
 
@@ -444,20 +403,20 @@ impl<'a> LioCb<'a> {
 
     /// Asks for no completion event, from the next `submit`/`resubmit` on.
     pub fn deregister(&mut self, _registry: &Registry) -> io::Result<()> {
-        self.set_notify(SigevNotify::SigevNone);
+        self.set_notify(None);
         Ok(())
     }
 
     /// Like `register`, for tokio.
     #[cfg(feature = "tokio")]
     pub fn register_raw(&mut self, kq: BorrowedFd, udata: usize) {
-        self.set_notify(kevent_notify(kq, udata));
+        self.set_notify(Some((kq.as_raw_fd(), udata)));
     }
 
     /// Like `deregister`, for tokio.
     #[cfg(feature = "tokio")]
     pub fn deregister_raw(&mut self) {
-        self.set_notify(SigevNotify::SigevNone);
+        self.set_notify(None);
     }
 }
 
@@ -465,13 +424,10 @@ impl Drop for LioCb<'_> {
     /// Operations in flight are cancelled and waited for, so that the kernel is done with the
     /// buffers and control blocks before they are released.
     fn drop(&mut self) {
-        if self
-            .slots
-            .iter()
-            .any(|s| matches!(s.state, State::Kernel(_)))
-        {
+        if self.slots.iter().any(|s| s.state == State::Kernel) {
             self.finish(true);
         }
+        // Then `kq` closes, with any event the user has not received yet.
     }
 }
 

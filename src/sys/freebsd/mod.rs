@@ -5,12 +5,15 @@
 //! `aio_read(2)`, `aio_readv(2)`, `aio_write(2)`, `aio_writev(2)` and `aio_fsync(2)`.
 //! Registering one stores a `SIGEV_KEVENT` notification (kqueue fd, token as `udata`,
 //! `EV_ONESHOT`) in its control block, so that the kernel posts an `EVFILT_AIO` event when the
-//! operation completes. A batch ([`LioCb`]) is submitted with one `lio_listio(2)` call in
-//! `LIO_NOWAIT` mode; its `EVFILT_LIO` event fires once every operation that call started has
-//! completed.
+//! operation completes. A batch ([`LioCb`]) is submitted with `lio_listio(2)` in `LIO_NOWAIT`
+//! mode (in rounds of at most `vfs.aio.max_aio_queue_per_proc` operations); its `EVFILT_LIO`
+//! event, level-triggered in FreeBSD, goes to a kqueue of the batch's own, which the user's
+//! kqueue reports once per submission (`batch_event.rs`), as readable.
 //!
 //! Differences from upstream mio-aio, which would panic or misbehave on misuse:
 //!
+//! * An fsync can be submitted again (after `EAGAIN`, or after `aio_return`): its control
+//!   block is rebuilt before each submission (nix clears its mode at submission).
 //! * Submitting, registering or deregistering an operation that is still in flight returns
 //!   `EBUSY` instead of tripping nix's assertions; `register_raw`/`deregister_raw` (which cannot
 //!   fail) do nothing in that case.
@@ -20,10 +23,12 @@
 //!   kernel has finished with its buffers, then calls `aio_return` to free the kernel's state.
 //! * readv/writev copy the caller's scatter/gather list, which the kernel reads at submission.
 //!
-//! This module is compile-checked on Linux (`cargo check --target x86_64-unknown-freebsd`) and
-//! only run on FreeBSD CI (see `.cirrus.yml`).
+//! This module is compile-checked and linted on Linux (`--target x86_64-unknown-freebsd`) and
+//! only runs on FreeBSD, in the GitHub workflow (`.github/workflows/ci.yml`). Its batch
+//! bookkeeping is plain logic in `crate::lio_book`, unit-tested on every OS.
 
 mod aio;
+mod batch_event;
 mod lio;
 #[cfg(test)]
 mod tests;
@@ -57,9 +62,9 @@ fn kevent_notify(kq: BorrowedFd<'_>, udata: usize) -> SigevNotify<'_> {
 /// `cb` must point to a live `aiocb`.
 unsafe fn aio_status(cb: *const libc::aiocb) -> nix::Result<()> {
     // SAFETY: the caller guarantees `cb` is valid; aio_error only reads it.
-    match unsafe { libc::aio_error(cb) } {
+    // It returns the operation's errno (0 when done), or -1 and errno for its own failure.
+    match syscall!(aio_error(cb))? {
         0 => Ok(()),
-        -1 => Err(Errno::last()),
         e => Err(Errno::from_raw(e)),
     }
 }

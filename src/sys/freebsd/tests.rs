@@ -11,7 +11,12 @@ use std::{
 use mio::{Events, Poll, Token};
 use nix::errno::Errno;
 
-use crate::{LioCb, LioCbBuilder, LioError, LioOpcode, ReadAt, ReadvAt, SourceApi, WriteAt};
+use crate::{
+    AioFsyncMode, Fsync, LioCb, LioCbBuilder, LioError, LioOpcode, ReadAt, ReadvAt, SourceApi,
+    WriteAt,
+};
+
+mod batch;
 
 fn file_with(contents: &[u8]) -> std::fs::File {
     let mut f = tempfile::tempfile().unwrap();
@@ -102,6 +107,28 @@ fn aio_return_early_keeps_the_operation() {
         // Already done.
         r => assert_eq!(r, Ok(buf.len())),
     }
+}
+
+/// The fsync's control block is rebuilt before each submission (nix clears its mode): a second
+/// submission works, and carries the registration made since.
+#[test]
+fn fsync_resubmitted_with_a_new_registration() {
+    let f = file_with(b"abc");
+    let mut poll = Poll::new().unwrap();
+    let mut op = Fsync::fsync(f.as_fd(), AioFsyncMode::O_DSYNC, 0);
+    poll.registry()
+        .register(&mut op, Token(61), crate::AIO)
+        .unwrap();
+    let mut op = Box::pin(op);
+    op.as_mut().submit().unwrap();
+    wait_for(&mut poll, Token(61));
+    assert_eq!(op.as_mut().aio_return(), Ok(()));
+    poll.registry()
+        .reregister(unpinned(op.as_mut()), Token(62), crate::AIO)
+        .unwrap();
+    assert_eq!(op.as_mut().submit(), Ok(()));
+    wait_for(&mut poll, Token(62));
+    assert_eq!(op.as_mut().aio_return(), Ok(()));
 }
 
 #[test]
