@@ -7,8 +7,8 @@
 //! with `preadv2(RWF_NOWAIT)` in the submitting thread gives the same result without the
 //! context's event, its `io_getevents` and the reaper thread's wake-up. io_uring's submission
 //! would likewise copy the block inline, plus an SQE, a linked eventfd write run as task work
-//! and a CQE; the thread pool would hand it to a worker. So every engine tries this first for
-//! a single read; the operation's notifier is then signalled from user space.
+//! and a CQE; the thread pool would hand it to a worker. So the driver tries this for a single
+//! read before any engine sees it; the operation's notifier is then signalled from user space.
 //!
 //! Measured (4 KiB random reads, 1 GiB file in the page cache, QD32, same build, interleaved,
 //! 3 runs each; `Config::cached_reads`, `MIO_AIO_CACHED_READS=0`, turns this off): per-operation mio loop, io_uring
