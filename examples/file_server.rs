@@ -24,8 +24,9 @@
 //! joins the connection's answers in request order. The loop never blocks on the file.
 //! The once-a-second stats come from a deadline passed to `Poll::poll` as its timeout.
 //!
-//! mio-aio operations borrow their buffers, but here a read outlives the code that started it
-//! and completes in any order: see `OwnedRead` at the end for how each read owns its buffer.
+//! A read outlives the code that started it and completes in any order, so each is an owned
+//! operation (`mio_aio::owned::ReadAt`): it holds the file (an `Arc<File>`) and its buffer,
+//! and gives the buffer back with the result.
 //! Memory stays bounded however fast clients ask: see the limits below.
 //!
 //! Try it (netcat's options vary: `-q1` makes the Debian one exit once its input is sent):
@@ -41,8 +42,8 @@ use std::{
     fs::File,
     io::{self, ErrorKind, Read, Write},
     net::SocketAddr,
-    os::fd::AsFd,
     path::PathBuf,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -51,9 +52,7 @@ use mio::{
     Events, Interest, Poll, Registry, Token,
 };
 
-#[path = "common/owned_read.rs"]
-mod owned_read;
-use owned_read::OwnedRead;
+use mio_aio::{owned, Errno};
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
@@ -173,7 +172,7 @@ fn run(args: &Args) -> Result<()> {
         mio_aio::backend()?
     );
 
-    let mut server = Server::new(&file, listener, args.max_requests);
+    let mut server = Server::new(Arc::new(file), listener, args.max_requests);
     let mut next_stats = Instant::now() + STATS_PERIOD;
     let mut done_since: Option<Instant> = None;
     loop {
@@ -276,13 +275,13 @@ impl<T> Slab<T> {
     }
 }
 
-struct Server<'f> {
-    file: &'f File,
+struct Server {
+    file: Arc<File>,
     listener: TcpListener,
     /// Connection `i` has token `FIRST_CONN + i`.
-    conns: Slab<Conn<'f>>,
+    conns: Slab<Conn>,
     /// Read `i` has token `FIRST_READ + i`.
-    reads: Slab<InFlight<'f>>,
+    reads: Slab<InFlight>,
     next_serial: u64,
     max_requests: Option<u64>,
     /// Requests started (reads submitted, or empty answers queued).
@@ -303,8 +302,9 @@ struct Server<'f> {
 }
 
 /// A read in flight, and what it is for.
-struct InFlight<'f> {
-    read: OwnedRead<'f>,
+struct InFlight {
+    read: owned::ReadAt<Arc<File>, Vec<u8>>,
+    offset: u64,
     conn: usize,
     /// The connection's serial number: if it changed, the connection has closed (and its slot
     /// may have gone to another), and the data goes nowhere.
@@ -315,7 +315,7 @@ struct InFlight<'f> {
 }
 
 /// One client connection.
-struct Conn<'f> {
+struct Conn {
     stream: TcpStream,
     peer: SocketAddr,
     serial: u64,
@@ -329,7 +329,7 @@ struct Conn<'f> {
     /// Requests parsed and not started: (offset, length).
     waiting: VecDeque<(u64, u64)>,
     /// Requests started, in order, with their data once read.
-    answers: VecDeque<Answer<'f>>,
+    answers: VecDeque<Answer>,
     /// The sequence number of `answers[0]`.
     first_seq: u64,
     outbuf: Vec<u8>,
@@ -338,17 +338,17 @@ struct Conn<'f> {
     requests: u64,
 }
 
-enum Answer<'f> {
+enum Answer {
     /// The read is in flight.
     Reading,
-    /// The read is complete (successfully or not).
-    Ready(OwnedRead<'f>),
+    /// The read is complete: the bytes read, or why it failed.
+    Ready(io::Result<Vec<u8>>),
     /// Nothing to read (a range past the end of the file, or of length 0).
     Empty,
 }
 
-impl<'f> Server<'f> {
-    fn new(file: &'f File, listener: TcpListener, max_requests: Option<u64>) -> Self {
+impl Server {
+    fn new(file: Arc<File>, listener: TcpListener, max_requests: Option<u64>) -> Self {
         Server {
             file,
             listener,
@@ -523,24 +523,22 @@ impl<'f> Server<'f> {
                 };
                 let token = Token(FIRST_READ + slot);
                 // `len` is at most MAX_REQUEST_LEN, so it fits in a usize.
-                let read = match OwnedRead::start(
-                    registry,
-                    token,
-                    self.file.as_fd(),
-                    offset,
-                    len as usize,
-                ) {
-                    Ok(read) => read,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        // EAGAIN: the system's queue is full. Try again when a read completes.
+                let buf = vec![0u8; len as usize];
+                let mut read = owned::ReadAt::read_at(self.file.clone(), offset, buf, 0);
+                registry.register(&mut read, token, mio_aio::AIO)?;
+                match read.submit() {
+                    Ok(()) => {}
+                    Err(Errno::EAGAIN) => {
+                        // The system's queue is full. Try again when a read completes.
                         self.aio_full = true;
                         break;
                     }
-                    Err(e) => return Err(e),
-                };
+                    Err(e) => return Err(e.into()),
+                }
                 let seq = conn.first_seq + conn.answers.len() as u64;
                 self.reads.insert(InFlight {
                     read,
+                    offset,
                     conn: i,
                     serial: conn.serial,
                     seq,
@@ -558,8 +556,14 @@ impl<'f> Server<'f> {
 
     /// Read `r` is complete: hand it to its connection, and look at what waited for room.
     fn read_done(&mut self, registry: &Registry, r: usize) {
+        // A spurious event (the read is still running) changes nothing.
+        let Some((result, mut buf)) = self.reads.get_mut(r).and_then(|f| f.read.take_result())
+        else {
+            return;
+        };
         let Some(InFlight {
-            read,
+            read: _,
+            offset,
             conn: i,
             serial,
             seq,
@@ -580,7 +584,16 @@ impl<'f> Server<'f> {
         else {
             return;
         };
-        *answer = Answer::Ready(read);
+        *answer = Answer::Ready(match result {
+            Ok(n) => {
+                buf.truncate(n);
+                Ok(buf)
+            }
+            Err(e) => {
+                let msg = format!("read of the file at {offset} failed: {e}");
+                Err(io::Error::new(e.kind(), msg))
+            }
+        });
         self.service(registry, i);
     }
 
@@ -622,7 +635,7 @@ impl<'f> Server<'f> {
     }
 }
 
-impl Conn<'_> {
+impl Conn {
     /// A summary of the connection's state, to tell whether `Server::try_service` moved it.
     fn progress(&self) -> (usize, usize, usize, u64, usize, bool) {
         let (inbuf, waiting) = (self.inbuf.len(), self.waiting.len());
@@ -703,19 +716,17 @@ impl Conn<'_> {
             let data: &[u8] = match answer {
                 Answer::Reading => break,
                 Answer::Empty => &[],
-                Answer::Ready(read) => match read.finish() {
-                    None => break,
-                    Some(Ok(data)) => data,
-                    Some(Err(e)) => {
-                        let msg = format!("read of the file at {} failed: {e}", read.offset);
-                        self.fail(io::Error::new(e.kind(), msg));
-                        self.waiting.clear();
-                        // Reads still in flight for the answers dropped here complete into
-                        // nothing: `Server::read_done` finds no answer for them.
-                        self.answers.clear();
-                        break;
+                Answer::Ready(Ok(data)) => data,
+                Answer::Ready(Err(_)) => {
+                    if let Some(Answer::Ready(Err(e))) = self.answers.pop_front() {
+                        self.fail(e);
                     }
-                },
+                    self.waiting.clear();
+                    // Reads still in flight for the answers dropped here complete into
+                    // nothing: `Server::read_done` finds no answer for them.
+                    self.answers.clear();
+                    break;
+                }
             };
             self.outbuf
                 .extend_from_slice(&(data.len() as u64).to_be_bytes());

@@ -60,7 +60,9 @@
 //!   that safe code has already reused. Rust cannot forbid leaks, so no safe API that lends a
 //!   borrowed buffer to the kernel can close this hole; upstream mio-aio and nix's `sys::aio`,
 //!   whose operations borrow their buffers the same way, have it too. Leaking an operation that
-//!   has completed (after its event, or `aio_return`) is harmless.
+//!   has completed (after its event, or `aio_return`) is harmless. The operations of
+//!   [`owned`], which own their buffers instead of borrowing them, have no such hole: leaking
+//!   one only leaks its buffer.
 //!
 //! # Pipes and sockets
 //! Pipes, FIFOs and sockets have no file position: give operations on them offset 0, and they
@@ -122,6 +124,7 @@ macro_rules! syscall {
 mod lio;
 #[cfg_attr(not(target_os = "freebsd"), allow(dead_code))]
 mod lio_book;
+pub mod owned;
 mod source;
 mod sys;
 #[cfg(feature = "tokio")]

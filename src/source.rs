@@ -109,7 +109,7 @@ pub struct Source<T> {
 }
 
 impl<T> Source<T> {
-    fn new(inner: T) -> Self {
+    pub(crate) fn new(inner: T) -> Self {
         Source {
             inner,
             #[cfg(target_os = "linux")]
@@ -117,7 +117,7 @@ impl<T> Source<T> {
         }
     }
 
-    fn inner(self: Pin<&mut Self>) -> Pin<&mut T> {
+    pub(crate) fn inner(self: Pin<&mut Self>) -> Pin<&mut T> {
         // SAFETY: `inner` is structurally pinned: `Source` never moves it out, and `Source`'s own
         // drop glue only drops it in place.
         unsafe { self.map_unchecked_mut(|s| &mut s.inner) }

@@ -249,15 +249,17 @@ fn demo_runs_to_completion_and_verifies_its_data() {
         let done = run_ok("demo", [] as [&str; 0], &envs);
         let out = &done.stdout;
         for expected in [
-            "server listening on 127.0.0.1:",
             "tick 3",
-            "read 4096 bytes at 8192 for client 1",
-            "read 0 bytes at",
-            "batch of 8 reads done (32768 bytes)",
+            "socket: got \"hello 1\"",
+            "socket: got \"hello 3\"",
+            "owned read 0 started at 7",
+            "owned read 7 done: 4096 bytes, checked",
+            "write of 2240 bytes done; syncing the journal",
             "fsync of the journal done",
-            "client: done, 12 requests",
             "demo finished OK",
-            "12 client requests",
+            "8 owned reads (32768 bytes) verified",
+            "write+fsync of 2240 bytes verified",
+            "3 socket messages",
             "interrupted polls",
         ] {
             assert!(
@@ -273,6 +275,11 @@ fn demo_runs_to_completion_and_verifies_its_data() {
                 out.contains(&format!("backend {b}")),
                 "backend {b} not used:\n{out}"
             );
+        }
+        // Every owned read was started, and completed exactly once.
+        for i in 0..8 {
+            let done = format!("owned read {i} done:");
+            assert_eq!(out.matches(&done).count(), 1, "{done:?} not once:\n{out}");
         }
         let last = out.lines().last().unwrap_or_default();
         assert!(

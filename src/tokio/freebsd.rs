@@ -28,7 +28,7 @@ use super::{
 use crate::{sys, LioCb, LioResult, Source, SourceApi};
 
 /// A single operation as tokio's `AioSource`.
-pub(super) struct OpSource<S>(S);
+pub(super) struct OpSource<S>(pub(super) S);
 
 impl<T: sys::Operation> AioSource for OpSource<Source<T>> {
     fn register_borrowed(&mut self, kq: BorrowedFd<'_>, token: usize) {
@@ -47,6 +47,11 @@ pub(super) struct OpState<S> {
     /// Structurally pinned: the operation lives here from the first poll until dropped.
     aio: Option<Aio<OpSource<S>>>,
     phase: Phase,
+    /// Set only for an operation that does not live in `aio` itself (an owned operation,
+    /// boxed): takes `aio` on drop, so that the tokio registration can outlive the future
+    /// until the kernel is done (a late kevent for a released registration would reach
+    /// freed memory in tokio).
+    release: Option<fn(Aio<OpSource<S>>)>,
 }
 
 impl<S> OpState<S> {
@@ -55,6 +60,18 @@ impl<S> OpState<S> {
             pending: Some(src),
             aio: None,
             phase: Phase::Idle,
+            release: None,
+        }
+    }
+
+    /// Like `new`, for an operation whose `Aio` may be moved (its operation is boxed):
+    /// `release` receives the `Aio` when the future is dropped.
+    pub(super) fn with_release(src: S, release: fn(Aio<OpSource<S>>)) -> Self {
+        OpState {
+            pending: Some(src),
+            aio: None,
+            phase: Phase::Idle,
+            release: Some(release),
         }
     }
 
@@ -63,7 +80,32 @@ impl<S> OpState<S> {
     }
 }
 
+impl<S> Drop for OpState<S> {
+    fn drop(&mut self) {
+        if let Some(release) = self.release {
+            if let Some(aio) = self.aio.take() {
+                release(aio);
+            }
+        }
+    }
+}
+
 impl<T: sys::Operation> OpState<Source<T>> {
+    /// The operation, pinned where it is (for the owned futures, to take their buffers back).
+    pub(super) fn source(self: Pin<&mut Self>) -> Option<Pin<&mut Source<T>>> {
+        // SAFETY: `aio` is structurally pinned (see `poll`). A source still in `pending` is
+        // only moved (into `aio`) by a poll in the `Idle` phase; once `Done`, the future is
+        // never polled again, so it stays where it is until dropped.
+        unsafe {
+            let this = self.get_unchecked_mut();
+            match (&mut this.aio, &mut this.pending) {
+                (Some(aio), _) => Some(Pin::new_unchecked(&mut aio.0)),
+                (None, Some(src)) if this.phase == Phase::Done => Some(Pin::new_unchecked(src)),
+                _ => None,
+            }
+        }
+    }
+
     pub(super) fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<T::Output>> {
         if self.phase == Phase::Done {
             polled_after_completion();

@@ -63,6 +63,12 @@ impl<S> OpState<S> {
 }
 
 impl<T: sys::Operation> OpState<Source<T>> {
+    /// The operation, pinned where it is (for the owned futures, to take their buffers back).
+    pub(super) fn source(self: Pin<&mut Self>) -> Option<Pin<&mut Source<T>>> {
+        // SAFETY: `src` is structurally pinned (see `poll`).
+        Some(unsafe { self.map_unchecked_mut(|s| &mut s.src) })
+    }
+
     pub(super) fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<T::Output>> {
         if self.phase == Phase::Done {
             polled_after_completion();

@@ -63,6 +63,8 @@
 //!   `Box::pin`ned future): like every [`Source`], it borrows its buffers, and only its drop
 //!   makes sure that the kernel is done with them. A leaked operation keeps writing into
 //!   memory that the borrow checker considers free again.
+//! * The futures of [`owned`] own their file and buffers instead: `'static` (for
+//!   `tokio::spawn`), dropped without blocking, and safe to leak.
 //! * **Full queues**: if the system has no room for an operation (`EAGAIN`: FreeBSD's
 //!   `vfs.aio` limits, or `MIO_AIO_MAX_IN_FLIGHT` on Linux), the future does not fail: it
 //!   yields to the scheduler (waking itself) and tries again at its next poll, so that
@@ -109,6 +111,8 @@ use crate::{
 use crate::{LioCbBuilder, LioError, SourceApi};
 
 pub mod compat;
+pub mod owned;
+
 #[cfg(target_os = "freebsd")]
 mod freebsd;
 #[cfg(target_os = "freebsd")]

@@ -9,10 +9,12 @@ use std::os::fd::BorrowedFd;
 use mio::{Registry, Token};
 use nix::errno::Errno;
 
+#[cfg(feature = "tokio")]
+use super::registration::NotifyFd;
 use super::{
     driver::Driver,
     engine::{io_errno, InFlight, OpKind, Request, Started},
-    registration::{busy, epoll_fd, NotifyFd, Registered},
+    registration::{busy, epoll_fd, Registered},
 };
 use crate::lio::{LioBuf, LioEntry, LioError, LioOpcode, LioResult};
 

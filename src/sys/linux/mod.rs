@@ -32,10 +32,11 @@ mod uring;
 
 use mio::Interest;
 
+#[cfg(feature = "tokio")]
+pub use self::registration::NotifyFd;
 pub use self::{
     aio::{FsyncOp, ReadOp, ReadvOp, WriteOp, WritevOp},
     lio::LioCb,
-    registration::NotifyFd,
 };
 
 pub const AIO: Interest = Interest::READABLE;

@@ -3,14 +3,16 @@
 
 use std::{
     io,
-    os::fd::{AsRawFd, BorrowedFd, RawFd},
+    os::fd::{AsRawFd, RawFd},
     sync::Arc,
 };
 
 use mio::Registry;
 use nix::errno::Errno;
 
-use super::{driver::Driver, engine::io_errno, notify::Notifier};
+use super::{driver::Driver, notify::Notifier};
+#[cfg(feature = "tokio")]
+use {super::engine::io_errno, std::os::fd::BorrowedFd};
 
 /// Where an operation's or batch's completion is announced: an eventfd in one epoll set.
 #[derive(Debug)]
