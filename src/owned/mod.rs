@@ -116,6 +116,9 @@ pub type Fsync<F> = OwnedSource<sys::FsyncOp<'static>, (), F>;
 /// [`OwnedSource::submit`], and when its token comes back, [`OwnedSource::take_result`] gives
 /// the result and the buffers. It is `'static`, `Send` and `Unpin`; see the
 /// [module documentation](self) for what dropping or leaking it does.
+///
+/// `T` says which operation it is: one of the crate's own, sealed operation types (see
+/// [`Kind`]); signatures show them, without a link, as `ReadOp<'static>` and the like.
 pub struct OwnedSource<T: Kind, B: Send + 'static, F: Send + 'static> {
     state: Owning<T, B, F>,
 }

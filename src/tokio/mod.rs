@@ -180,6 +180,9 @@ use linux as imp;
 /// it (see the [module documentation](self)). `AioFut` is `!Unpin`, because the kernel holds
 /// its address while the operation runs: `.await` it, or pin it (`Box::pin`,
 /// `std::pin::pin!`) to poll it by hand.
+///
+/// `S` is a [`Source`]; the `T: Operation` of its `impl`s is the platform's private, sealed
+/// operation type, as explained in [`Source`'s documentation](Source#the-type-parameter-t).
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 pub struct AioFut<S> {
     inner: imp::OpState<S>,
