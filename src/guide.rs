@@ -45,7 +45,9 @@
 //!
 //! # How many operations may be in flight: `EAGAIN` is back-pressure
 //! * **Linux**: at most 16,384 operations per process (`MIO_AIO_MAX_IN_FLIGHT`, see
-//!   [Settings](#settings-and-their-defaults)), counting each operation of a batch.
+//!   [Settings](#settings-and-their-defaults)), counting each operation of a batch. With the
+//!   kernel AIO backend, the kernel's context holds at most 4,096 requests (fewer if the
+//!   sysctl `fs.aio-max-nr` is short), so `EAGAIN` may come sooner.
 //! * **FreeBSD**: `vfs.aio.max_aio_queue_per_proc` (256 by default) per process, counting
 //!   operations submitted and not yet collected with `aio_return`, and `vfs.aio.max_aio_queue`
 //!   (1024) for the whole system.
@@ -108,16 +110,16 @@
 //! # Settings and their defaults
 //! On Linux the backend is chosen, and set up, when the first operation is registered or
 //! submitted (or at the first call of `backend()`); these environment variables are read at
-//! that moment, once per process (a forked child reads them again). A value that is not a
-//! number leaves the default. FreeBSD reads none of them: its limits are the `vfs.aio`
-//! sysctls above.
+//! that moment (`MIO_AIO_CACHED_READS` at the first read), once per process, so set them
+//! before the program starts. A number setting given something that is not a number keeps
+//! its default. FreeBSD reads none of them: its limits are the `vfs.aio` sysctls above.
 //!
 //! | Variable | Default | Effect |
 //! |---|---|---|
 //! | `MIO_AIO_BACKEND` | `auto`: io_uring, else kernel AIO, else the thread pool | `io_uring`, `kaio` or `threads` forces a backend; if it cannot work here, or the name is unknown (`InvalidInput`), `backend()` and the operations fail. `set_backend` (in code) takes precedence. |
 //! | `MIO_AIO_MAX_IN_FLIGHT` | `16384` | Operations in flight per process (at least 1); beyond it, `EAGAIN`. |
 //! | `MIO_AIO_CACHED_READS` | on | `0` sends every read to the backend, instead of finishing reads of cached data inside `submit` with `preadv2(RWF_NOWAIT)`. |
-//! | `MIO_AIO_THREADS` | `64` | Most worker threads of the thread pool (the backend, and kernel AIO's helper for buffered I/O that would block); idle workers leave after 5 s. |
+//! | `MIO_AIO_THREADS` | `64` | The most worker threads of the thread pool (the backend, and kernel AIO's helper for buffered I/O that would block); idle workers leave after 5 s. |
 //! | `MIO_AIO_URING_ASYNC` | off (`0`) | `1` queues every io_uring request to the kernel's workers from the start. Without it, this starts by itself after two submissions that took 50 ms or more (files whose direct I/O is synchronous, such as some FUSE file systems). |
 //! | `MIO_AIO_URING_SQPOLL` | unset: no polling thread | `<ms>`: a kernel thread picks up submissions (one system call fewer per operation, no interrupted polls) and spins for `<ms>` milliseconds after each burst; uses a single ring. Needs a spare CPU. |
 #![cfg_attr(
