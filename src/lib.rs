@@ -18,7 +18,7 @@
 //!
 //! # Example
 //! ```
-//! use std::{io::Write, os::fd::AsFd};
+//! use std::{io::Write, os::fd::AsFd, time::{Duration, Instant}};
 //! use mio::{Events, Poll, Token};
 //! use mio_aio::{SourceApi, ReadAt};
 //!
@@ -33,9 +33,11 @@
 //! poll.registry().register(&mut op, Token(7), mio_aio::AIO).unwrap();
 //! let mut op = Box::pin(op);
 //! op.as_mut().submit().unwrap();
+//! let deadline = Instant::now() + Duration::from_secs(10);
 //! loop {
+//!     assert!(Instant::now() < deadline, "no event in 10 s"); // bound every wait
 //!     // A completion may also interrupt the wait (see "Interrupted waits" below).
-//!     match poll.poll(&mut events, None) {
+//!     match poll.poll(&mut events, Some(Duration::from_secs(1))) {
 //!         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
 //!         r => r.unwrap(),
 //!     }
