@@ -52,7 +52,8 @@ use crate::{
 /// A future running one owned operation; resolves to `(result, buffers)`.
 ///
 /// Made by the functions of this module; see the aliases [`ReadAt`], [`ReadvAt`], [`WriteAt`],
-/// [`WritevAt`] and [`SyncAll`]. `'static`, `Send` and `Unpin`.
+/// [`WritevAt`] and [`SyncAll`]. `'static`, `Send` and `Unpin`. `T` is one of the crate's
+/// sealed operation types ([`Kind`]).
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 pub struct OwnedFut<T: Kind, B: Send + 'static, F: Send + 'static> {
     fut: Pin<Box<OwningFut<T, B, F>>>,
