@@ -489,10 +489,11 @@ impl Driver {
         notifier: Option<&Arc<Notifier>>,
     ) -> Result<Vec<Arc<Completion>>, Errno> {
         if let Engine::Uring(u) = &self.engine {
-            let count = requests.len().min(self.room());
-            if count > 0 && count <= uring::MAX_BATCH_RING {
+            let count = requests.len().min(self.room()).min(uring::MAX_BATCH_RING);
+            if count > 0 {
                 // A ring of the batch's own: the kernel signals the notifier after the last
-                // request (a counting timeout), without waking any thread of ours.
+                // request (a counting timeout), without waking any thread of ours. What does not
+                // fit is left for another round (`EINCOMPLETE`).
                 let ring = u.batch_ring(count).map_err(io_errno)?;
                 let completions =
                     self.completions(&requests[..count], None, None, None, Some(&ring));

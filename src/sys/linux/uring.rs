@@ -106,7 +106,7 @@ pub(crate) struct Ring {
 
 /// The engine: rings shared by single operations, and a pool of rings for batches.
 pub(crate) struct Uring {
-    /// The rings for single operations (and for batches too large for a ring of their own).
+    /// The rings for single operations.
     /// Each thread submits to one of them, chosen at its first submission, round-robin: a
     /// ring's lock is held across `io_uring_enter`, in which the kernel runs cached reads
     /// inline, so threads sharing one ring would take turns (measured: two tokio workers
@@ -133,10 +133,15 @@ thread_local! {
 /// Set `IOSQE_ASYNC` on every request: see `BLOCKED_SUBMIT`.
 static FORCE_ASYNC: AtomicBool = AtomicBool::new(false);
 
-/// The largest batch that gets a ring of its own; larger ones share the main ring.
-pub(crate) const MAX_BATCH_RING: usize = 4095;
+/// The most requests a batch ring takes in one submission: io_uring's largest submission queue
+/// (32,768 entries) less the batch's counting timeout and signal write. The driver submits a
+/// larger batch in rounds (`EINCOMPLETE`), as it does past the in-flight limit.
+pub(crate) const MAX_BATCH_RING: usize = 32766;
 /// Idle batch rings kept for reuse.
 const BATCH_POOL_MAX: usize = 8;
+/// The pool keeps at most one batch ring larger than this (submission entries): a full-size
+/// one holds 3 MiB of queues, but creating it costs more than submitting 16,384 cached reads.
+const LARGE_RING_ENTRIES: usize = 4096;
 
 /// A submission that takes this long probably ran a request inline instead of queueing it:
 /// some files (a FUSE file served with direct I/O but without `FUSE_ASYNC_DIO`, for example) do
@@ -260,7 +265,9 @@ impl Uring {
         let needed = len + 2;
         {
             let mut pool = self.batch_rings.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(i) = pool.iter().position(|r| r.capacity() >= needed) {
+            // The smallest that fits, so that a small batch leaves a large ring to large ones.
+            let fitting = (0..pool.len()).filter(|&i| pool[i].capacity() >= needed);
+            if let Some(i) = fitting.min_by_key(|&i| pool[i].capacity()) {
                 return Ok(pool.swap_remove(i));
             }
         }
@@ -282,7 +289,8 @@ impl Uring {
         ring.settle();
         if Arc::strong_count(&ring) == 1 {
             let mut pool = self.batch_rings.lock().unwrap_or_else(|e| e.into_inner());
-            if pool.len() < BATCH_POOL_MAX {
+            let large = |r: &Ring| r.capacity() > LARGE_RING_ENTRIES;
+            if pool.len() < BATCH_POOL_MAX && !(large(&ring) && pool.iter().any(|r| large(r))) {
                 pool.push(ring);
             }
         }
