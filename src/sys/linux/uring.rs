@@ -9,15 +9,16 @@
 //! wakes epoll the result is waiting in the completion queue.
 //!
 //! The linked write resolves its fd when it is issued, not when it is submitted. The write holds
-//! an `Arc<Notifier>` (its own `user_data`, tagged) until its CQE is reaped, so the eventfd is
-//! never closed or lent to another operation while a write may still target its number.
+//! a reference to the notifier (its own `user_data`, tagged: the request's `Arc<Completion>`,
+//! or a batch's `Arc<Notifier>`) until its CQE is reaped, so the eventfd is never closed or
+//! lent to another operation while a write may still target its number.
 //!
 //! A single read whose data is in the page cache never gets here: the driver does it at once
 //! (`nowait`). Single operations go to a few shared rings, one per CPU: each thread keeps to
 //! one ring, whose lock it holds while it pushes its SQEs and enters the kernel, so that
 //! threads on different CPUs never wait for each other, and each thread submits exactly its
-//! own requests (io_uring cancels what a thread submitted, if still pending, when that thread
-//! exits).
+//! own requests: io_uring finishes a request with work run on the thread that submitted it,
+//! which therefore waits for its requests before it exits (`thread_exit`).
 //!
 //! Batches (`LioCb`) get a small ring of their own, taken from a pool. Their requests go in
 //! unlinked, after an `IORING_OP_TIMEOUT` whose completion count is the batch's size, hard-linked
@@ -45,13 +46,17 @@ use nix::{errno::Errno, sys::aio::AioCancelStat};
 use super::driver::{Completion, OpKind, Request, WAIT_SLICE};
 use super::notify::Notifier;
 
+mod thread_exit;
+
 /// The low bits of `user_data` say what a CQE belongs to (the pointers are 8-aligned).
-const TAG_MASK: u64 = 0b11;
+const TAG_MASK: u64 = 0b111;
 const TAG_OP: u64 = 0;
 const TAG_SIGNAL: u64 = 1;
 const TAG_CANCEL: u64 = 2;
 /// A CQE with nothing to record (a batch's counting timeout).
 const TAG_IGNORE: u64 = 3;
+/// The linked write that signals one request's notifier (`user_data`: the request's completion).
+const TAG_OP_SIGNAL: u64 = 4;
 
 /// The time limit of a batch's counting timeout: never reached in practice (136 years).
 static NEVER: types::Timespec = types::Timespec::new().sec(1 << 32);
@@ -406,15 +411,17 @@ impl Ring {
             unsafe {
                 match signal {
                     None => sq.push(&data),
-                    Some(n) => {
-                        sq.push_multiple(&[data.flags(squeue::Flags::IO_HARDLINK), signal_entry(n)])
-                    }
+                    Some(n) => sq.push_multiple(&[
+                        data.flags(squeue::Flags::IO_HARDLINK),
+                        op_signal_entry(c, n),
+                    ]),
                 }
                 .expect("room was made above")
             };
         }
         sq.sync();
         drop(sq);
+        thread_exit::track(batch, batch_signal.is_some());
         // Everything is pushed, so everything counts as accepted even if this enter fails: the
         // next enter (a later submit, or any wait) consumes it.
         let _ = self.enter_all();
@@ -641,6 +648,16 @@ fn dispatch(user_data: u64, res: i32) {
                 n.signal();
             }
         }
+        TAG_OP_SIGNAL => {
+            // SAFETY: made by `Arc::into_raw` in `op_signal_entry`; exactly one CQE per write.
+            let c = unsafe { Arc::from_raw(ptr as *const Completion) };
+            if res < 0 {
+                if let Some(n) = &c.kernel_signal {
+                    n.signal();
+                }
+            }
+            c.signal_write_pending.store(false, Ordering::Release);
+        }
         TAG_CANCEL => {
             // SAFETY: made by `Arc::into_raw` in `cancel`; exactly one CQE per cancel.
             let state = unsafe { Arc::from_raw(ptr as *const CancelState) };
@@ -680,4 +697,15 @@ fn signal_entry(n: &Arc<Notifier>) -> squeue::Entry {
     opcode::Write::new(types::Fd(n.fd()), (&ONE as *const u64).cast(), 8)
         .build()
         .user_data(Arc::into_raw(n.clone()) as u64 | TAG_SIGNAL)
+}
+
+/// The linked write that signals the notifier of request `c`. Its `user_data` holds a reference
+/// to the completion (which holds the notifier) until its CQE, which clears
+/// `signal_write_pending`.
+fn op_signal_entry(c: &Arc<Completion>, n: &Arc<Notifier>) -> squeue::Entry {
+    n.will_be_signalled();
+    c.signal_write_pending.store(true, Ordering::Relaxed);
+    opcode::Write::new(types::Fd(n.fd()), (&ONE as *const u64).cast(), 8)
+        .build()
+        .user_data(Arc::into_raw(c.clone()) as u64 | TAG_OP_SIGNAL)
 }
