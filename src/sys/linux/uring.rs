@@ -398,6 +398,7 @@ impl Ring {
                 if let Err(e) = self.make_room(&mut sq, needed) {
                     // What was pushed stays queued (any later enter consumes it): report it as
                     // accepted, so its buffers stay borrowed until it completes.
+                    thread_exit::track(&batch[..pushed], batch_signal.is_some());
                     return if pushed == 0 { Err(e) } else { Ok(pushed) };
                 }
             }
