@@ -79,9 +79,9 @@ fn kernel_done(c: &Completion, batch_ring: bool) -> bool {
 /// Whether `fd` is a stream (pipe, socket, terminal…) rather than a file or block device, or no
 /// longer open: a request on it may wait forever.
 fn is_stream(fd: std::os::fd::RawFd) -> bool {
-    // SAFETY: fstat writes into the local `stat`; a bad fd gives an error.
+    // SAFETY: `stat` is plain old data, for which all-zero bytes are a valid value.
     let mut stat: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
+    // SAFETY: fstat only writes into the local `stat`; a bad fd gives an error.
     if unsafe { libc::fstat(fd, &mut stat) } != 0 {
         return true;
     }
