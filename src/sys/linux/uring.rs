@@ -9,15 +9,16 @@
 //! wakes epoll the result is waiting in the completion queue.
 //!
 //! The linked write resolves its fd when it is issued, not when it is submitted. The write holds
-//! an `Arc<Notifier>` (its own `user_data`, tagged) until its CQE is reaped, so the eventfd is
-//! never closed or lent to another operation while a write may still target its number.
+//! a reference to the notifier (its own `user_data`, tagged: the request's `Arc<Completion>`,
+//! or a batch's `Arc<Notifier>`) until its CQE is reaped, so the eventfd is never closed or
+//! lent to another operation while a write may still target its number.
 //!
 //! A single read whose data is in the page cache never gets here: the driver does it at once
 //! (`nowait`). Single operations go to a few shared rings, one per CPU: each thread keeps to
 //! one ring, whose lock it holds while it pushes its SQEs and enters the kernel, so that
 //! threads on different CPUs never wait for each other, and each thread submits exactly its
-//! own requests (io_uring cancels what a thread submitted, if still pending, when that thread
-//! exits).
+//! own requests: io_uring finishes a request with work run on the thread that submitted it,
+//! which therefore waits for its requests before it exits (`thread_exit`).
 //!
 //! Batches (`LioCb`) get a small ring of their own, taken from a pool. Their requests go in
 //! unlinked, after an `IORING_OP_TIMEOUT` whose completion count is the batch's size, hard-linked
@@ -45,13 +46,17 @@ use nix::{errno::Errno, sys::aio::AioCancelStat};
 use super::driver::{Completion, OpKind, Request, WAIT_SLICE};
 use super::notify::Notifier;
 
+mod thread_exit;
+
 /// The low bits of `user_data` say what a CQE belongs to (the pointers are 8-aligned).
-const TAG_MASK: u64 = 0b11;
+const TAG_MASK: u64 = 0b111;
 const TAG_OP: u64 = 0;
 const TAG_SIGNAL: u64 = 1;
 const TAG_CANCEL: u64 = 2;
 /// A CQE with nothing to record (a batch's counting timeout).
 const TAG_IGNORE: u64 = 3;
+/// The linked write that signals one request's notifier (`user_data`: the request's completion).
+const TAG_OP_SIGNAL: u64 = 4;
 
 /// The time limit of a batch's counting timeout: never reached in practice (136 years).
 static NEVER: types::Timespec = types::Timespec::new().sec(1 << 32);
@@ -106,7 +111,7 @@ pub(crate) struct Ring {
 
 /// The engine: rings shared by single operations, and a pool of rings for batches.
 pub(crate) struct Uring {
-    /// The rings for single operations (and for batches too large for a ring of their own).
+    /// The rings for single operations.
     /// Each thread submits to one of them, chosen at its first submission, round-robin: a
     /// ring's lock is held across `io_uring_enter`, in which the kernel runs cached reads
     /// inline, so threads sharing one ring would take turns (measured: two tokio workers
@@ -133,10 +138,15 @@ thread_local! {
 /// Set `IOSQE_ASYNC` on every request: see `BLOCKED_SUBMIT`.
 static FORCE_ASYNC: AtomicBool = AtomicBool::new(false);
 
-/// The largest batch that gets a ring of its own; larger ones share the main ring.
-pub(crate) const MAX_BATCH_RING: usize = 4095;
+/// The most requests a batch ring takes in one submission: io_uring's largest submission queue
+/// (32,768 entries) less the batch's counting timeout and signal write. The driver submits a
+/// larger batch in rounds (`EINCOMPLETE`), as it does past the in-flight limit.
+pub(crate) const MAX_BATCH_RING: usize = 32766;
 /// Idle batch rings kept for reuse.
 const BATCH_POOL_MAX: usize = 8;
+/// The pool keeps at most one batch ring larger than this (submission entries): a full-size
+/// one holds 3 MiB of queues, but creating it costs more than submitting 16,384 cached reads.
+const LARGE_RING_ENTRIES: usize = 4096;
 
 /// A submission that takes this long probably ran a request inline instead of queueing it:
 /// some files (a FUSE file served with direct I/O but without `FUSE_ASYNC_DIO`, for example) do
@@ -260,7 +270,9 @@ impl Uring {
         let needed = len + 2;
         {
             let mut pool = self.batch_rings.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(i) = pool.iter().position(|r| r.capacity() >= needed) {
+            // The smallest that fits, so that a small batch leaves a large ring to large ones.
+            let fitting = (0..pool.len()).filter(|&i| pool[i].capacity() >= needed);
+            if let Some(i) = fitting.min_by_key(|&i| pool[i].capacity()) {
                 return Ok(pool.swap_remove(i));
             }
         }
@@ -282,7 +294,8 @@ impl Uring {
         ring.settle();
         if Arc::strong_count(&ring) == 1 {
             let mut pool = self.batch_rings.lock().unwrap_or_else(|e| e.into_inner());
-            if pool.len() < BATCH_POOL_MAX {
+            let large = |r: &Ring| r.capacity() > LARGE_RING_ENTRIES;
+            if pool.len() < BATCH_POOL_MAX && !(large(&ring) && pool.iter().any(|r| large(r))) {
                 pool.push(ring);
             }
         }
@@ -385,6 +398,7 @@ impl Ring {
                 if let Err(e) = self.make_room(&mut sq, needed) {
                     // What was pushed stays queued (any later enter consumes it): report it as
                     // accepted, so its buffers stay borrowed until it completes.
+                    thread_exit::track(&batch[..pushed], batch_signal.is_some());
                     return if pushed == 0 { Err(e) } else { Ok(pushed) };
                 }
             }
@@ -398,15 +412,17 @@ impl Ring {
             unsafe {
                 match signal {
                     None => sq.push(&data),
-                    Some(n) => {
-                        sq.push_multiple(&[data.flags(squeue::Flags::IO_HARDLINK), signal_entry(n)])
-                    }
+                    Some(n) => sq.push_multiple(&[
+                        data.flags(squeue::Flags::IO_HARDLINK),
+                        op_signal_entry(c, n),
+                    ]),
                 }
                 .expect("room was made above")
             };
         }
         sq.sync();
         drop(sq);
+        thread_exit::track(batch, batch_signal.is_some());
         // Everything is pushed, so everything counts as accepted even if this enter fails: the
         // next enter (a later submit, or any wait) consumes it.
         let _ = self.enter_all();
@@ -633,6 +649,16 @@ fn dispatch(user_data: u64, res: i32) {
                 n.signal();
             }
         }
+        TAG_OP_SIGNAL => {
+            // SAFETY: made by `Arc::into_raw` in `op_signal_entry`; exactly one CQE per write.
+            let c = unsafe { Arc::from_raw(ptr as *const Completion) };
+            if res < 0 {
+                if let Some(n) = &c.kernel_signal {
+                    n.signal();
+                }
+            }
+            c.signal_write_pending.store(false, Ordering::Release);
+        }
         TAG_CANCEL => {
             // SAFETY: made by `Arc::into_raw` in `cancel`; exactly one CQE per cancel.
             let state = unsafe { Arc::from_raw(ptr as *const CancelState) };
@@ -672,4 +698,15 @@ fn signal_entry(n: &Arc<Notifier>) -> squeue::Entry {
     opcode::Write::new(types::Fd(n.fd()), (&ONE as *const u64).cast(), 8)
         .build()
         .user_data(Arc::into_raw(n.clone()) as u64 | TAG_SIGNAL)
+}
+
+/// The linked write that signals the notifier of request `c`. Its `user_data` holds a reference
+/// to the completion (which holds the notifier) until its CQE, which clears
+/// `signal_write_pending`.
+fn op_signal_entry(c: &Arc<Completion>, n: &Arc<Notifier>) -> squeue::Entry {
+    n.will_be_signalled();
+    c.signal_write_pending.store(true, Ordering::Relaxed);
+    opcode::Write::new(types::Fd(n.fd()), (&ONE as *const u64).cast(), 8)
+        .build()
+        .user_data(Arc::into_raw(c.clone()) as u64 | TAG_OP_SIGNAL)
 }
