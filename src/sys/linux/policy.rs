@@ -49,7 +49,9 @@ pub(crate) enum FileClass {
     /// A file on FUSE or a network file system (NFS, SMB/CIFS, 9p, Ceph, …); `direct` if opened
     /// `O_DIRECT`.
     Remote { direct: bool },
-    /// The descriptor could not be examined (closed, say): the engine's own call reports why.
+    /// The descriptor could not be examined: closed (the engine's own call reports that), or
+    /// `statx` refused (kernels before 4.11, old seccomp profiles), when it takes the native
+    /// path.
     Unknown,
 }
 
