@@ -5,7 +5,7 @@
 //! |---|---|---|---|
 //! | local file, buffered or `O_DIRECT`; block device | native | `RWF_NOWAIT`, pool if it would block | worker |
 //! | FUSE or network file system ([`FileClass::Remote`]) | `IOSQE_ASYNC` | worker | worker |
-//! | pipe, FIFO, socket ([`FileClass::Stream`]); character device | native | as today | worker |
+//! | pipe, FIFO, socket ([`FileClass::Stream`]); character device | native | `RWF_NOWAIT`, pool if refused | worker |
 //!
 //! Why remote files go to a worker from the first operation: their server decides how long a
 //! read takes, and the kernel may run it inside the submitting call. A FUSE file served with
@@ -20,13 +20,14 @@
 //! `F_GETFL`, which saves a system call on every `O_DIRECT` submission.
 //!
 //! Nothing is remembered per descriptor number, which a `close` and an `open` can give to
-//! another file: each submission looks at its descriptor again (once per descriptor in a batch),
-//! with one `statx` (`AT_STATX_DONT_SYNC`, so FUSE and NFS answer from the inode without asking
-//! their server; about 0.4 µs here), which never waits for storage. Only the file system's kind is cached, by mount: by the
-//! mount's never-reused 64-bit id where the kernel has one (Linux 6.8), else by its id and device
-//! number. It is found in `/proc/self/mountinfo` (no request to the file system's server), or,
-//! without `/proc`, with `fstatfs`. A single read served from the page cache is done before any
-//! of this (`nowait`), so costs nothing here.
+//! another file: each submission looks at its descriptor again (once for consecutive requests
+//! on the same descriptor), with one `statx` (`AT_STATX_DONT_SYNC`, so FUSE and NFS answer from
+//! the inode without asking their server; about 0.4 µs here), which never waits for storage.
+//! Only the file system's kind is cached, by mount: by the mount's never-reused 64-bit id where
+//! the kernel has one (Linux 6.8), else by its id and device number. It is found in
+//! `/proc/self/mountinfo` (no request to the file system's server), or, without `/proc`, with
+//! `fstatfs`. A single read served from the page cache is done before any of this (`nowait`),
+//! so costs nothing here.
 //!
 //! `MIO_AIO_URING_ASYNC=1` overrides the table for io_uring: every request gets `IOSQE_ASYNC`.
 
