@@ -34,8 +34,13 @@
 use std::{
     cell::Cell,
     os::fd::RawFd,
-    sync::{Mutex, OnceLock},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Mutex, OnceLock,
+    },
 };
+
+use nix::errno::Errno;
 
 /// What a file descriptor refers to, as far as the engines care.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
@@ -124,23 +129,38 @@ impl Classifier {
 /// `STATX_MNT_ID_UNIQUE` (Linux 6.8): a 64-bit mount id never reused while the system runs.
 const STATX_MNT_ID_UNIQUE: u32 = 0x4000;
 
-/// `statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, mask)`.
+/// `statx(fd, NULL, AT_EMPTY_PATH | AT_STATX_DONT_SYNC, mask)`, or with the path `""` where the
+/// kernel (before 6.11) refuses a null path with EFAULT. The null path skips copying a path
+/// string from user space.
 fn statx(fd: RawFd, mask: u32) -> Option<libc::statx> {
-    let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
-    // SAFETY: the kernel writes one `struct statx` into the buffer; the path is a static empty
-    // C string, which AT_EMPTY_PATH makes it resolve to `fd` itself.
-    let res = unsafe {
-        libc::syscall(
-            libc::SYS_statx,
-            fd,
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH | libc::AT_STATX_DONT_SYNC,
-            mask,
-            stx.as_mut_ptr(),
-        )
+    static NULL_PATH_REFUSED: AtomicBool = AtomicBool::new(false);
+    let call = |path: *const libc::c_char| {
+        let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
+        // SAFETY: the kernel writes one `struct statx` into the buffer; the path is null or a
+        // static empty C string, which AT_EMPTY_PATH makes it resolve to `fd` itself.
+        let res = unsafe {
+            libc::syscall(
+                libc::SYS_statx,
+                fd,
+                path,
+                libc::AT_EMPTY_PATH | libc::AT_STATX_DONT_SYNC,
+                mask,
+                stx.as_mut_ptr(),
+            )
+        };
+        // SAFETY: zero is a valid `struct statx`, and on success the kernel filled it.
+        (res == 0).then(|| unsafe { stx.assume_init() })
     };
-    // SAFETY: zero is a valid `struct statx`, and on success the kernel filled it.
-    (res == 0).then(|| unsafe { stx.assume_init() })
+    if !NULL_PATH_REFUSED.load(Ordering::Relaxed) {
+        match call(std::ptr::null()) {
+            Some(stx) => return Some(stx),
+            None if Errno::last() == Errno::EFAULT => {
+                NULL_PATH_REFUSED.store(true, Ordering::Relaxed)
+            }
+            None => return None,
+        }
+    }
+    call(c"".as_ptr())
 }
 
 /// What identifies a mount in the cache of file system kinds.
