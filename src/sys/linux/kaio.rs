@@ -55,7 +55,7 @@ use std::{
 use nix::{errno::Errno, sys::aio::AioCancelStat};
 
 use super::driver::{Completion, OpKind, WAIT_SLICE};
-use super::{nowait, threads::ThreadPool};
+use super::{nowait, policy::Classifier, threads::ThreadPool};
 
 /// The kernel AIO ABI of `<linux/aio_abi.h>` that `libc` lacks (it has `struct iocb` and
 /// `RWF_NOWAIT`), and thin wrappers around the raw system calls.
@@ -261,6 +261,8 @@ impl Kaio {
     /// only when not even the first request could start.
     pub(crate) fn submit(&self, batch: &[Arc<Completion>]) -> Result<usize, Errno> {
         let mut accepted = 0;
+        // Files whose server the kernel may wait for despite RWF_NOWAIT go to the pool.
+        let mut files = Classifier::default();
         while accepted < batch.len() {
             let rest = &batch[accepted..];
             if rest[0].request.kind == OpKind::Nop {
@@ -268,9 +270,16 @@ impl Kaio {
                 accepted += 1;
                 continue;
             }
+            if files.kaio_worker(rest[0].request.fd) {
+                if self.hand_off(rest[0].clone()).is_err() {
+                    break;
+                }
+                accepted += 1;
+                continue;
+            }
             let run = rest
                 .iter()
-                .position(|c| c.request.kind == OpKind::Nop)
+                .position(|c| c.request.kind == OpKind::Nop || files.kaio_worker(c.request.fd))
                 .unwrap_or(rest.len());
             let (started, full) = self.submit_run(&rest[..run]);
             accepted += started;

@@ -45,6 +45,7 @@ use nix::{errno::Errno, sys::aio::AioCancelStat};
 
 use super::driver::{Completion, OpKind, Request, WAIT_SLICE};
 use super::notify::Notifier;
+use super::policy::Classifier;
 
 mod thread_exit;
 
@@ -135,9 +136,6 @@ thread_local! {
     static SHARD: Cell<Option<usize>> = const { Cell::new(None) };
 }
 
-/// Set `IOSQE_ASYNC` on every request: see `BLOCKED_SUBMIT`.
-static FORCE_ASYNC: AtomicBool = AtomicBool::new(false);
-
 /// The most requests a batch ring takes in one submission: io_uring's largest submission queue
 /// (32,768 entries) less the batch's counting timeout and signal write. The driver submits a
 /// larger batch in rounds (`EINCOMPLETE`), as it does past the in-flight limit.
@@ -147,18 +145,6 @@ const BATCH_POOL_MAX: usize = 8;
 /// The pool keeps at most one batch ring larger than this (submission entries): a full-size
 /// one holds 3 MiB of queues, but creating it costs more than submitting 16,384 cached reads.
 const LARGE_RING_ENTRIES: usize = 4096;
-
-/// A submission that takes this long probably ran a request inline instead of queueing it:
-/// some files (a FUSE file served with direct I/O but without `FUSE_ASYNC_DIO`, for example) do
-/// that, for as long as the filesystem takes. After `BLOCKED_STRIKES` such submissions, every
-/// later request is queued to io_uring's workers with `IOSQE_ASYNC`, so the caller's thread is
-/// not blocked again. One strike is not enough: on a loaded machine a thread can be preempted in
-/// the middle of a submission for tens of milliseconds (seen at load 11), and queueing every
-/// request to workers halves the throughput of cached reads. `MIO_AIO_URING_ASYNC=1` queues
-/// them from the start.
-const BLOCKED_SUBMIT: std::time::Duration = std::time::Duration::from_millis(50);
-const BLOCKED_STRIKES: usize = 2;
-static STRIKES: AtomicUsize = AtomicUsize::new(0);
 
 impl std::fmt::Debug for Ring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -207,9 +193,6 @@ impl Uring {
         ];
         if !needed.iter().all(|&op| probe.is_supported(op)) {
             return Err(unsupported());
-        }
-        if std::env::var("MIO_AIO_URING_ASYNC").is_ok_and(|v| v == "1") {
-            FORCE_ASYNC.store(true, Ordering::Relaxed);
         }
         let count = if sqpoll_idle_ms.is_some() {
             1
@@ -370,6 +353,13 @@ impl Ring {
         batch: &[Arc<Completion>],
         batch_signal: Option<&Arc<Notifier>>,
     ) -> Result<usize, Errno> {
+        // Requests the kernel might run inside the enter below, for as long as their file's
+        // server takes (see `policy`), go straight to a kernel worker. Decided before the lock.
+        let mut files = Classifier::default();
+        let to_worker: Vec<bool> = batch
+            .iter()
+            .map(|c| files.uring_async(c.request.fd))
+            .collect();
         // Held until after the enter below: see `Ring::sq`.
         let _submitting = lock_briefly_held(&self.sq);
         // SAFETY: `self.sq` is held, so this is the only live handle on the submission queue.
@@ -404,7 +394,7 @@ impl Ring {
             }
             let mut data = data.user_data(Arc::into_raw(c.clone()) as u64 | TAG_OP);
             self.owe(needed);
-            if FORCE_ASYNC.load(Ordering::Relaxed) {
+            if to_worker[pushed] {
                 data = data.flags(squeue::Flags::ASYNC);
             }
             // SAFETY: the request's buffers stay valid until its CQE is reaped (the driver's
@@ -453,14 +443,7 @@ impl Ring {
     /// Enters the kernel until it has consumed every pushed SQE.
     fn enter_all(&self) -> Result<(), Errno> {
         loop {
-            let start = std::time::Instant::now();
-            let res = self.ring.submitter().submit();
-            if start.elapsed() >= BLOCKED_SUBMIT
-                && STRIKES.fetch_add(1, Ordering::Relaxed) + 1 >= BLOCKED_STRIKES
-            {
-                FORCE_ASYNC.store(true, Ordering::Relaxed);
-            }
-            match res {
+            match self.ring.submitter().submit() {
                 Ok(_) => return Ok(()),
                 Err(e) => match e.raw_os_error() {
                     // Transient: the SQEs stay queued and are consumed by the retry.
