@@ -493,7 +493,9 @@ impl Driver {
             if count > 0 && count <= uring::MAX_BATCH_RING {
                 // A ring of the batch's own: the kernel signals the notifier after the last
                 // request (a counting timeout), without waking any thread of ours.
-                let ring = u.batch_ring(count).map_err(io_errno)?;
+                let ring = (self.pool)
+                    .retry_on_emfile(|| u.batch_ring(count))
+                    .map_err(io_errno)?;
                 let completions =
                     self.completions(&requests[..count], None, None, None, Some(&ring));
                 self.in_flight.fetch_add(count, Ordering::Relaxed);
