@@ -230,9 +230,11 @@ impl Registered {
     }
 
     fn notifier(&self) -> nix::Result<Option<&Arc<Notifier>>> {
-        match self.deferred_error {
-            Some(e) => Err(e),
-            None => Ok(self.current.as_ref().map(|r| &r.notifier)),
+        match (self.deferred_error, &self.current) {
+            (Some(e), _) => Err(e),
+            // Inherited across fork: the parent's eventfd, in the parent's epoll set.
+            (None, Some(r)) if !r.notifier.is_ours() => Err(Errno::EBADF),
+            (None, current) => Ok(current.as_ref().map(|r| &r.notifier)),
         }
     }
 }
