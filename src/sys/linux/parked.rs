@@ -6,13 +6,15 @@
 //! that from aliasing: a pooled eventfd is only ever `EPOLL_CTL_ADD`ed while it is in no set, so
 //! it is in at most one, and epoll identifies it by the (eventfd, number) pair that the pool
 //! keeps open. A `MOD` through the filed number that succeeds therefore proves the number still
-//! names the set it is in; any error proves the entry stale (the number is closed, or names
-//! another file or set), and the whole list filed under that number is closed, never added
-//! anywhere else. Closing an eventfd takes it out of its set.
+//! names the set it is in; `ENOENT` (the number names another set), or `EBADF`/`EINVAL` (it is
+//! closed, or names another kind of file), proves the entry stale, and the whole list filed
+//! under that number is closed, never added anywhere else. Closing an eventfd takes it out of
+//! its set.
 //!
 //! A `Poll` that goes away leaves its parked eventfds behind until something looks: a list is
 //! checked whenever a number not filed yet turns up (a new `Poll`), when the global bound is
-//! reached (at most once per [`PARKED_MAX`] parkings), and when its number is used again; and
+//! reached (at most once per [`PARKED_MAX`] parkings refused there), and when its number is
+//! used again; and
 //! the pool gives every eventfd back when the process runs out of descriptors.
 
 use std::{collections::HashMap, os::fd::RawFd};
