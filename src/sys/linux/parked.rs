@@ -14,8 +14,7 @@
 //! A `Poll` that goes away leaves its parked eventfds behind until something looks: a list is
 //! checked whenever a number not filed yet turns up (a new `Poll`), when the global bound is
 //! reached (at most once per [`PARKED_MAX`] parkings refused there), and when its number is
-//! used again; and
-//! the pool gives every eventfd back when the process runs out of descriptors.
+//! used again; and the pool gives every eventfd back when the process runs out of descriptors.
 
 use std::{collections::HashMap, os::fd::RawFd};
 
