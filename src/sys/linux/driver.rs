@@ -497,7 +497,9 @@ impl Driver {
                 // A ring of the batch's own: the kernel signals the notifier after the last
                 // request (a counting timeout), without waking any thread of ours. What does not
                 // fit is left for another round (`EINCOMPLETE`).
-                let ring = u.batch_ring(count).map_err(io_errno)?;
+                let ring = (self.pool)
+                    .retry_on_emfile(|| u.batch_ring(count))
+                    .map_err(io_errno)?;
                 let completions =
                     self.completions(&requests[..count], None, None, None, Some(&ring));
                 self.in_flight.fetch_add(count, Ordering::Relaxed);
