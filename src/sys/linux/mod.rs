@@ -10,6 +10,7 @@ mod driver;
 mod kaio;
 mod notify;
 mod nowait;
+mod stream;
 mod threads;
 mod uring;
 
