@@ -186,15 +186,12 @@ impl Completion {
         }
     }
 
-    /// Asks the engine to cancel the request, and reports what happened (truthfully: see
-    /// `stream` for the rule every engine follows).
+    /// Asks the engine to cancel the request, and reports what happened (see `stream`).
     pub(crate) fn cancel(self: &Arc<Self>) -> AioCancelStat {
         if !self.is_ours() {
             return AioCancelStat::AioAllDone;
         }
-        if !self.is_done() {
-            self.reap();
-        }
+        self.reap();
         if self.is_done() {
             return stream::answer_for_done(self);
         }

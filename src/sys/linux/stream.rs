@@ -30,6 +30,9 @@ use super::driver::{Completion, OpKind, Request};
 /// How long `cancel()` waits, at most, for a request whose fate is not yet known.
 pub(crate) const CANCEL_WAIT: Duration = Duration::from_millis(50);
 
+/// The longest io_uring's `cancel` waits for the CQE of its own cancel request.
+pub(crate) const CANCEL_REPLY_WAIT: Duration = Duration::from_secs(1);
+
 /// How often a wait without an eventfd (none could be made: `EMFILE`) looks for a cancel.
 const POLL_SLICE_MS: libc::c_int = 20;
 

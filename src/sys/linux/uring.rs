@@ -46,9 +46,6 @@ use super::driver::{Completion, OpKind, Request, WAIT_SLICE};
 use super::notify::Notifier;
 use super::stream;
 
-/// The longest `cancel` waits for the CQE of its own cancel request.
-const CANCEL_SQE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// The low bits of `user_data` say what a CQE belongs to (the pointers are 8-aligned).
 const TAG_MASK: u64 = 0b11;
 const TAG_OP: u64 = 0;
@@ -574,7 +571,7 @@ impl Ring {
         }
         // The kernel answers a cancel at once; the bound only keeps a broken ring from hanging
         // the caller (the state then stays with its SQE until its CQE, if ever).
-        let deadline = std::time::Instant::now() + CANCEL_SQE_WAIT;
+        let deadline = std::time::Instant::now() + stream::CANCEL_REPLY_WAIT;
         while state.res.load(Ordering::Acquire) == PENDING {
             if std::time::Instant::now() >= deadline {
                 return AioCancelStat::AioNotCanceled;
