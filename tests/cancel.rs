@@ -257,3 +257,33 @@ fn cancel_answer_matches_result() {
     }
     println!("cancel answers: AioCanceled, AioNotCanceled, AioAllDone = {counts:?}");
 }
+
+/// A read waiting on a socket, and a write waiting on a full pipe, complete normally once the
+/// other side acts (the wait for readiness does not lose the transfer).
+#[test]
+fn waiting_stream_operations_complete_when_ready() {
+    let mut poll = Poll::new().unwrap();
+    let (client, mut server) = idle_socket();
+    let mut buf = [0u8; 64];
+    let mut op = support::start(
+        &poll,
+        ReadAt::read_at(client.as_fd(), 0, &mut buf, 0),
+        TOKEN,
+    );
+    std::thread::sleep(SETTLE);
+    server.write_all(b"late data").unwrap();
+    event_within_bound(&mut poll);
+    assert_eq!(op.as_mut().aio_return(), Ok(9));
+    drop(op);
+    assert_eq!(&buf[..9], b"late data");
+
+    let (r, w) = full_pipe();
+    let data = [1u8; 4096];
+    let mut op = support::start(&poll, WriteAt::write_at(w.as_fd(), 0, &data, 0), TOKEN);
+    std::thread::sleep(SETTLE);
+    let mut reader = std::fs::File::from(r);
+    let mut drained = vec![0u8; 4096];
+    reader.read_exact(&mut drained).unwrap();
+    event_within_bound(&mut poll);
+    assert_eq!(op.as_mut().aio_return(), Ok(4096));
+}
