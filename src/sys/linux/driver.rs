@@ -21,7 +21,7 @@ use nix::{errno::Errno, sys::aio::AioCancelStat};
 use super::{
     kaio::Kaio,
     notify::{Notifier, NotifierPool},
-    nowait,
+    nowait, stream,
     threads::ThreadPool,
     uring::{self, Uring},
     Backend,
@@ -189,14 +189,14 @@ impl Completion {
         }
     }
 
-    /// Asks the engine to cancel the request, and reports what happened.
+    /// Asks the engine to cancel the request, and reports what happened (see `stream`).
     pub(crate) fn cancel(self: &Arc<Self>) -> AioCancelStat {
-        if !self.is_ours() || self.is_done() {
+        if !self.is_ours() {
             return AioCancelStat::AioAllDone;
         }
         self.reap();
         if self.is_done() {
-            return AioCancelStat::AioAllDone;
+            return stream::answer_for_done(self);
         }
         match &self.ring {
             Some(r) => r.cancel(self),

@@ -33,7 +33,9 @@
 //! completion handed to the pool is remembered (by address, with a `Weak` that keeps the address
 //! from being reused) so that [`Kaio::wait`] and [`Kaio::cancel`] know to ask the pool.
 //! `io_cancel` cannot cancel file I/O (Linux only cancels `IOCB_CMD_POLL` and USB gadget
-//! requests; reads get EINVAL), so a request in the kernel is reported as not cancelled.
+//! requests; reads get EINVAL), so a request in the kernel is reported as not cancelled. Reads
+//! and writes on streams (pipes, sockets) that would block come back with EAGAIN and wait in the
+//! pool, where they can be cancelled.
 //!
 //! The user-space completion ring (the context id is its address) is not read directly: every
 //! consumer would have to advance its head with atomics, which the kernel's own `io_getevents`
@@ -55,7 +57,7 @@ use std::{
 use nix::{errno::Errno, sys::aio::AioCancelStat};
 
 use super::driver::{Completion, OpKind, WAIT_SLICE};
-use super::{nowait, policy::Classifier, threads::ThreadPool};
+use super::{nowait, policy::Classifier, stream, threads::ThreadPool};
 
 /// The kernel AIO ABI of `<linux/aio_abi.h>` that `libc` lacks (it has `struct iocb` and
 /// `RWF_NOWAIT`), and thin wrappers around the raw system calls.
@@ -494,10 +496,11 @@ impl Kaio {
         }
     }
 
-    /// Cancels a request still queued in the pool; one in the kernel cannot be cancelled.
+    /// Cancels a request in the pool (queued, or waiting on a stream); one in the kernel cannot
+    /// be cancelled.
     pub(crate) fn cancel(&self, c: &Arc<Completion>) -> AioCancelStat {
         if c.is_done() {
-            return AioCancelStat::AioAllDone;
+            return stream::answer_for_done(c);
         }
         if self.is_handed_off(c) {
             return self.pool.cancel(c);
@@ -510,14 +513,22 @@ impl Kaio {
             // method chose, which need not be ECANCELED. So report it as still in progress.
             Ok(()) | Err(Errno::EINPROGRESS) => AioCancelStat::AioNotCanceled,
             // EINVAL: not cancellable, or no longer in the kernel (perhaps handed off since).
+            // Its event may be on its way to the pool (a stream that would block comes back
+            // with EAGAIN, and whoever fetched it hands it off): wait a bounded time for that.
             Err(_) => {
-                self.reap_some();
-                if c.is_done() {
-                    AioCancelStat::AioAllDone
-                } else if self.is_handed_off(c) {
-                    self.pool.cancel(c)
-                } else {
-                    AioCancelStat::AioNotCanceled
+                let deadline = std::time::Instant::now() + stream::CANCEL_WAIT;
+                loop {
+                    self.reap_some();
+                    if c.is_done() {
+                        return stream::answer_for_done(c);
+                    }
+                    if self.is_handed_off(c) {
+                        return self.pool.cancel(c);
+                    }
+                    if std::time::Instant::now() >= deadline {
+                        return AioCancelStat::AioNotCanceled;
+                    }
+                    self.wait(c);
                 }
             }
         }

@@ -12,6 +12,7 @@ mod notify;
 mod nowait;
 mod policy;
 mod parked;
+mod stream;
 mod threads;
 mod uring;
 

@@ -46,6 +46,7 @@ use nix::{errno::Errno, sys::aio::AioCancelStat};
 use super::driver::{Completion, OpKind, Request, WAIT_SLICE};
 use super::notify::Notifier;
 use super::policy::Classifier;
+use super::stream;
 
 mod thread_exit;
 
@@ -567,20 +568,26 @@ impl Ring {
                 return AioCancelStat::AioNotCanceled;
             }
         }
+        // The kernel answers a cancel at once; the bound only keeps a broken ring from hanging
+        // the caller (the state then stays with its SQE until its CQE, if ever).
+        let deadline = std::time::Instant::now() + stream::CANCEL_REPLY_WAIT;
         while state.res.load(Ordering::Acquire) == PENDING {
+            if std::time::Instant::now() >= deadline {
+                return AioCancelStat::AioNotCanceled;
+            }
             let ts = types::Timespec::from(WAIT_SLICE);
             let args = types::SubmitArgs::new().timespec(&ts);
             let _ = self.ring.submitter().submit_with_args(1, &args);
             self.reap();
         }
         match -state.res.load(Ordering::Acquire) {
+            // Found and stopped: the request ends with ECANCELED.
             0 => AioCancelStat::AioCanceled,
-            libc::ENOENT => {
-                // Already finished: make sure its result is recorded before saying so.
-                self.reap();
-                AioCancelStat::AioAllDone
-            }
-            _ => AioCancelStat::AioNotCanceled,
+            // ENOENT: finished, or between the kernel's queues; EALREADY: running on a kernel
+            // worker, which the cancel may still interrupt (ending it with ECANCELED). Either
+            // way, the result decides the answer, if it comes within the bound.
+            _ => stream::answer_within_bound(c, || self.wait(c))
+                .unwrap_or(AioCancelStat::AioNotCanceled),
         }
     }
 }
