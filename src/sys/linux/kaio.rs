@@ -204,10 +204,13 @@ const REAP_BATCH: usize = 64;
 const SWEEP_MIN: usize = 64;
 
 /// Completions handed to the thread pool, by address. The `Weak` keeps the allocation (not the
-/// value) alive, so an address in the table can never name a newer completion.
+/// value) alive, so an address in the table can never name a newer completion. The flag says
+/// whether the kernel had already moved some bytes (a short `RWF_NOWAIT` transfer that the pool
+/// redoes whole): such a request has started and is never cancelled, so that `ECANCELED` always
+/// means that no byte moved.
 #[derive(Debug, Default)]
 struct HandedOff {
-    map: HashMap<usize, Weak<Completion>>,
+    map: HashMap<usize, (Weak<Completion>, bool)>,
     /// Sweep finished entries when the table grows to this size.
     sweep_at: usize,
 }
@@ -273,7 +276,7 @@ impl Kaio {
                 continue;
             }
             if files.kaio_worker(rest[0].request.fd) {
-                if self.hand_off(rest[0].clone()).is_err() {
+                if self.hand_off(rest[0].clone(), false).is_err() {
                     break;
                 }
                 accepted += 1;
@@ -334,7 +337,7 @@ impl Kaio {
                     // fsync method, bad fd, …): the pool runs the plain system call, which
                     // either works or reports the real error.
                     let c = self.take_back(iocbs[done]);
-                    if let Err(c) = self.hand_off(c) {
+                    if let Err(c) = self.hand_off(c, false) {
                         // No worker can start: treat it like a full queue.
                         drop(c);
                         self.unsubmitted(&iocbs[done + 1..]);
@@ -405,14 +408,15 @@ impl Kaio {
 
     /// Hands a request to the pool (remembering that it did), or gives it back if no worker
     /// can start.
-    fn hand_off(&self, c: Arc<Completion>) -> Result<(), Arc<Completion>> {
+    /// Gives `c` to the pool; `started`: the kernel already moved some of its bytes.
+    fn hand_off(&self, c: Arc<Completion>, started: bool) -> Result<(), Arc<Completion>> {
         let key = Arc::as_ptr(&c) as usize;
         {
             let mut h = self.handed.lock().unwrap();
-            h.map.insert(key, Arc::downgrade(&c));
+            h.map.insert(key, (Arc::downgrade(&c), started));
             if h.map.len() >= h.sweep_at {
                 h.map
-                    .retain(|_, w| w.upgrade().is_some_and(|c| !c.is_done()));
+                    .retain(|_, (w, _)| w.upgrade().is_some_and(|c| !c.is_done()));
                 h.sweep_at = (2 * h.map.len()).max(SWEEP_MIN);
             }
         }
@@ -426,8 +430,27 @@ impl Kaio {
     }
 
     fn is_handed_off(&self, c: &Completion) -> bool {
+        self.handed_off(c).is_some()
+    }
+
+    /// Whether `c` was handed to the pool, and if so whether it had started (see `HandedOff`).
+    fn handed_off(&self, c: &Completion) -> Option<bool> {
         let key = c as *const Completion as usize;
-        self.handed.lock().unwrap().map.contains_key(&key)
+        self.handed
+            .lock()
+            .unwrap()
+            .map
+            .get(&key)
+            .map(|&(_, started)| started)
+    }
+
+    /// Cancels a request handed to the pool, unless it had already started.
+    fn cancel_handed_off(&self, c: &Arc<Completion>, started: bool) -> AioCancelStat {
+        if started {
+            stream::answer_within_bound(c, || self.wait(c)).unwrap_or(AioCancelStat::AioNotCanceled)
+        } else {
+            self.pool.cancel(c)
+        }
     }
 
     /// Records the results of finished requests without blocking.
@@ -470,7 +493,7 @@ impl Kaio {
         // accepted iocb's event exactly once, so this gives back that one reference.
         let c = unsafe { Arc::from_raw(ev.data as *const Completion) };
         if nowait::needs_blocking_call(&c.request, ev.res) {
-            if let Err(c) = self.hand_off(c) {
+            if let Err(c) = self.hand_off(c, ev.res > 0) {
                 c.finish(ev.res);
             }
             return;
@@ -502,8 +525,8 @@ impl Kaio {
         if c.is_done() {
             return stream::answer_for_done(c);
         }
-        if self.is_handed_off(c) {
-            return self.pool.cancel(c);
+        if let Some(started) = self.handed_off(c) {
+            return self.cancel_handed_off(c, started);
         }
         // SAFETY: the iocb lives inside `c`, which the caller's `Arc` keeps alive; the kernel
         // only reads its `aio_key`.
@@ -522,8 +545,8 @@ impl Kaio {
                     if c.is_done() {
                         return stream::answer_for_done(c);
                     }
-                    if self.is_handed_off(c) {
-                        return self.pool.cancel(c);
+                    if let Some(started) = self.handed_off(c) {
+                        return self.cancel_handed_off(c, started);
                     }
                     if std::time::Instant::now() >= deadline {
                         return AioCancelStat::AioNotCanceled;
