@@ -78,9 +78,13 @@
 //!
 //! | Answer | Meaning | `aio_return` after the event |
 //! |---|---|---|
-//! | [`AioCanceled`](crate::AioCancelStat::AioCanceled) | removed before it ran | `Err(ECANCELED)` |
-//! | [`AioNotCanceled`](crate::AioCancelStat::AioNotCanceled) | already running: most file systems cannot stop a read or write that has started | its normal result, or `Err(ECANCELED)`/`Err(EINTR)` if the kernel interrupted it |
-//! | [`AioAllDone`](crate::AioCancelStat::AioAllDone) | had already finished | its result, however it ended |
+//! | [`AioCanceled`](crate::AioCancelStat::AioCanceled) | stopped | `Err(ECANCELED)` |
+//! | [`AioAllDone`](crate::AioCancelStat::AioAllDone) | had already completed on its own | its own result (bytes, or the error it failed with), never `ECANCELED` |
+//! | [`AioNotCanceled`](crate::AioCancelStat::AioNotCanceled) | still running and could not be stopped, or its fate was not known within a short bounded wait (50 ms on Linux) | any: its normal result, an error, or `Err(ECANCELED)`/`Err(EINTR)` if the kernel interrupted it |
+//!
+//! A read or write waiting on a stream (an empty pipe or FIFO, an idle socket, a full pipe) can
+//! always be cancelled, on every backend. Cancelling again an operation that an earlier `cancel`
+//! stopped answers `AioCanceled` on Linux and `AioAllDone` on FreeBSD.
 //!
 //! After `AioNotCanceled` the operation may still run for as long as it would have: a read
 //! from a socket waits for data. The [crate documentation](crate#cancelling-a-read-that-waits)

@@ -413,14 +413,19 @@
 //! examples do: ignore it and poll again. Kernel AIO and the thread pool never cause it.
 //!
 //! # Threads that exit (Linux, io_uring)
-//! io_uring ties each request to the thread that submitted it, and when that thread exits
-//! the kernel cancels its requests that are still waiting: reads from a socket or pipe with
-//! no data yet, and requests queued to io_uring's worker threads (which run, for example,
-//! syncs and the reads of some FUSE file systems). Such an operation completes with
-//! [`Errno::ECANCELED`]; its event still arrives. Reads and writes of regular files that the
-//! kernel has started are not affected. Submit from threads that live as long as their
-//! operations (an event loop, a tokio worker), or use the kernel AIO or thread-pool backend,
-//! which have no such tie (nor has FreeBSD).
+//! io_uring ties each request to the thread that submitted it: the kernel finishes parts of
+//! it (completions from its workers, reads retried once their pages arrive, the write that
+//! signals the operation's event) as work run on that thread. So a thread that exits with
+//! operations in flight first waits, in its thread-local destructors, until the kernel is done
+//! with them:
+//! * operations on files and block devices complete normally, with their event; the thread
+//!   waits as long as the storage takes, at most 10 seconds, then cancels what is left;
+//! * reads and writes of pipes, sockets and other streams, which may wait forever for data,
+//!   are cancelled at once: they complete with [`Errno::ECANCELED`], and their event arrives.
+//!
+//! The process's main thread does not wait (its exit ends the process). Submit stream
+//! operations from threads that live as long as they do (an event loop, a tokio worker), or use
+//! the kernel AIO or thread-pool backend, which have no such tie (nor has FreeBSD).
 //!
 //! # Feature flags
 #![cfg_attr(

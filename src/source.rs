@@ -87,14 +87,25 @@ pub trait SourceApi {
 
     /// Asks the operating system to cancel the operation.
     ///
-    /// **The operation's event arrives whether or not it was cancelled**: wait for it (with a
-    /// bound, if the operation may never end) before [`SourceApi::aio_return`].
-    /// [`AioCancelStat::AioCanceled`] means it was removed before it ran: its
-    /// [`SourceApi::aio_return`] gives `Err(ECANCELED)`. Most file systems cannot cancel a read
-    /// or write once it has started: they report [`AioCancelStat::AioNotCanceled`], and the
-    /// operation ends as it would have, or, if the kernel interrupts it (Linux's io_uring
-    /// workers may), with `ECANCELED` or `EINTR`. [`AioCancelStat::AioAllDone`] means it had
-    /// already ended, however it ended. The crate documentation has a runnable example,
+    /// The operation's event arrives whether or not it was cancelled, and the answer is true,
+    /// as FreeBSD's `aio_cancel` is:
+    ///
+    /// * [`AioCancelStat::AioCanceled`]: the operation was stopped: its
+    ///   [`SourceApi::aio_return`] gives `Err(ECANCELED)`.
+    /// * [`AioCancelStat::AioAllDone`]: it had already completed on its own: `aio_return` gives
+    ///   its result (bytes, or the error it failed with), not `ECANCELED`. (Cancelling again an
+    ///   operation that an earlier `cancel` stopped answers `AioCanceled` on Linux, and
+    ///   `AioAllDone` on FreeBSD, as `aio_cancel` does.)
+    /// * [`AioCancelStat::AioNotCanceled`]: it is still running and could not be stopped, or its
+    ///   fate was not known within a short bounded wait (on Linux, 50 ms: io_uring's cancel of
+    ///   a request that a kernel worker is running may still interrupt it). It goes on, and may
+    ///   end in any way: normally, with an error, or with `ECANCELED` or `EINTR` if the kernel
+    ///   interrupts it. Most file systems cannot cancel a read or write that has started.
+    ///
+    /// A read or write that waits on a stream (an empty pipe or FIFO, an idle socket, a full
+    /// pipe) can always be cancelled, on every backend.
+    ///
+    /// The crate documentation has a runnable example,
     /// [Cancelling a read that waits](crate#cancelling-a-read-that-waits); the
     /// [guide](crate::guide#cancelling) sums the answers up in a table.
     fn cancel(self: Pin<&mut Self>) -> nix::Result<AioCancelStat>;

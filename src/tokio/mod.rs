@@ -118,10 +118,11 @@
 //!   operations already in flight can complete. A batch does the same, and resubmits what
 //!   was not started after a partial submission ([`LioError::EINCOMPLETE`]).
 //! * **Threads (Linux, io_uring)**: an operation belongs to the thread that first polled its
-//!   future (which submitted it); if that thread exits while the operation still waits (a
-//!   socket read, a request queued to io_uring's workers), the kernel cancels it and the future
-//!   resolves to `ECANCELED` (see the crate's "Threads that exit"). tokio's worker threads
-//!   live as long as the runtime; do not first poll these futures on short-lived threads.
+//!   future (which submitted it); if that thread exits while the operation is in flight, the
+//!   thread first waits for it when it is on a file (up to 10 s), and cancels it when it is on
+//!   a pipe or socket, where the future then resolves to `ECANCELED` (see the crate's "Threads
+//!   that exit"). tokio's worker threads live as long as the runtime; do not first poll stream
+//!   futures on short-lived threads.
 //! * **Cooperative scheduling**: each poll takes one unit of the task's tokio budget, so a loop
 //!   of operations that complete at once still yields to other tasks now and then.
 //! * **Name clashes**: `std::fs::File` and `tokio::fs::File` have inherent `sync_all` and

@@ -10,7 +10,7 @@ use std::{
     os::fd::RawFd,
     ptr,
     sync::{
-        atomic::{AtomicI64, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering},
         Arc, Once, OnceLock,
     },
     time::Duration,
@@ -21,7 +21,7 @@ use nix::{errno::Errno, sys::aio::AioCancelStat};
 use super::{
     kaio::Kaio,
     notify::{Notifier, NotifierPool},
-    nowait,
+    nowait, stream,
     threads::ThreadPool,
     uring::{self, Uring},
     Backend,
@@ -112,6 +112,9 @@ pub(crate) struct Completion {
     /// ring. `None` with the other engines.
     pub ring: Option<Arc<uring::Ring>>,
     pub driver: &'static Driver,
+    /// io_uring: set while the linked write that signals `kernel_signal` has not posted its
+    /// CQE, so that a submitting thread that exits can wait for it (`uring::thread_exit`).
+    pub signal_write_pending: AtomicBool,
     state: AtomicU8,
     result: AtomicI64,
     /// Kernel AIO's control block, which must stay at a fixed address while in flight.
@@ -186,14 +189,14 @@ impl Completion {
         }
     }
 
-    /// Asks the engine to cancel the request, and reports what happened.
+    /// Asks the engine to cancel the request, and reports what happened (see `stream`).
     pub(crate) fn cancel(self: &Arc<Self>) -> AioCancelStat {
-        if !self.is_ours() || self.is_done() {
+        if !self.is_ours() {
             return AioCancelStat::AioAllDone;
         }
         self.reap();
         if self.is_done() {
-            return AioCancelStat::AioAllDone;
+            return stream::answer_for_done(self);
         }
         match &self.ring {
             Some(r) => r.cancel(self),
@@ -489,11 +492,14 @@ impl Driver {
         notifier: Option<&Arc<Notifier>>,
     ) -> Result<Vec<Arc<Completion>>, Errno> {
         if let Engine::Uring(u) = &self.engine {
-            let count = requests.len().min(self.room());
-            if count > 0 && count <= uring::MAX_BATCH_RING {
+            let count = requests.len().min(self.room()).min(uring::MAX_BATCH_RING);
+            if count > 0 {
                 // A ring of the batch's own: the kernel signals the notifier after the last
-                // request (a counting timeout), without waking any thread of ours.
-                let ring = u.batch_ring(count).map_err(io_errno)?;
+                // request (a counting timeout), without waking any thread of ours. What does not
+                // fit is left for another round (`EINCOMPLETE`).
+                let ring = (self.pool)
+                    .retry_on_emfile(|| u.batch_ring(count))
+                    .map_err(io_errno)?;
                 let completions =
                     self.completions(&requests[..count], None, None, None, Some(&ring));
                 self.in_flight.fetch_add(count, Ordering::Relaxed);
@@ -536,6 +542,7 @@ impl Driver {
                     group: group.cloned(),
                     ring: ring.cloned(),
                     driver: self,
+                    signal_write_pending: AtomicBool::new(false),
                     state: AtomicU8::new(IN_FLIGHT),
                     result: AtomicI64::new(0),
                     // SAFETY: iocb is plain old data; all-zero is its empty value.

@@ -10,6 +10,9 @@ mod driver;
 mod kaio;
 mod notify;
 mod nowait;
+mod parked;
+mod policy;
+mod stream;
 mod threads;
 mod uring;
 
@@ -158,22 +161,24 @@ struct Registered {
 impl Registered {
     fn register(&mut self, epfd: RawFd, token: usize) -> io::Result<()> {
         if let Some(r) = &self.current {
-            if r.epfd == epfd {
-                return r.notifier.epoll_mod(epfd, token as u64);
+            // A forked child leaves its parent's notifier (and the set it is in) alone.
+            if r.epfd == epfd && r.notifier.is_ours() {
+                match r.notifier.epoll_mod(epfd, token as u64) {
+                    // The number names another epoll set now; the old one may live on (a
+                    // registry clone), so the notifier is closed, not added here.
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                        r.notifier.pool().forget(epfd);
+                        self.current = None;
+                    }
+                    result => return result,
+                }
+            } else {
+                self.deregister();
             }
-            self.deregister();
         }
         let driver = Driver::get()?;
-        let notifier = match driver.pool.unpark(epfd) {
-            Some(n) => match n.epoll_mod(epfd, token as u64) {
-                Ok(()) => n,
-                // The number names another epoll set now: the notifier is not in it.
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                    n.epoll_add(epfd, token as u64)?;
-                    n
-                }
-                Err(e) => return Err(e),
-            },
+        let notifier = match driver.pool.unpark(epfd, token as u64)? {
+            Some(n) => n,
             None => {
                 let n = Arc::new(driver.notifier()?);
                 n.epoll_add(epfd, token as u64)?;
@@ -227,9 +232,11 @@ impl Registered {
     }
 
     fn notifier(&self) -> nix::Result<Option<&Arc<Notifier>>> {
-        match self.deferred_error {
-            Some(e) => Err(e),
-            None => Ok(self.current.as_ref().map(|r| &r.notifier)),
+        match (self.deferred_error, &self.current) {
+            (Some(e), _) => Err(e),
+            // Inherited across fork: the parent's eventfd, in the parent's epoll set.
+            (None, Some(r)) if !r.notifier.is_ours() => Err(Errno::EBADF),
+            (None, current) => Ok(current.as_ref().map(|r| &r.notifier)),
         }
     }
 }
@@ -708,21 +715,24 @@ impl<'a> LioCb<'a> {
             .collect()
     }
 
+    /// Whether an entry started by this process is still running (in a forked child, the
+    /// parent's entries never finish: `into_results` reports them `ECANCELED` at once).
     pub(crate) fn in_progress(&self) -> bool {
         self.reap_started();
         self.slots
             .iter()
-            .any(|s| matches!(s, Slot::Started(c) if !c.is_done()))
+            .any(|s| matches!(s, Slot::Started(c) if !c.is_done() && c.is_ours()))
     }
 
     /// Records what the started entries' rings (or engine) have finished: one reap per distinct
-    /// place, each batch round having gone to a ring of its own.
+    /// place, each batch round having gone to a ring of its own. A forked child never reaps its
+    /// parent's: the rings are not even mapped in the child.
     fn reap_started(&self) {
         let mut reaped: Vec<Option<*const uring::Ring>> = Vec::new();
         for s in &self.slots {
             if let Slot::Started(c) = s {
                 let place = c.ring.as_ref().map(Arc::as_ptr);
-                if !c.is_done() && !reaped.contains(&place) {
+                if !c.is_done() && c.is_ours() && !reaped.contains(&place) {
                     c.reap();
                     reaped.push(place);
                 }

@@ -3,10 +3,11 @@
 //!
 //! Workers run the plain blocking system calls (`pread`, `pwritev`, `fsync`, …), record the
 //! result and signal the operation's notifier from user space. Workers start on demand, up to
-//! `MIO_AIO_THREADS` (default 64), and leave after a few idle seconds.
+//! `MIO_AIO_THREADS` (default 64), and leave after a few idle seconds. A read or write on a
+//! stream (pipe, socket) waits in `poll` instead, so that `cancel` can end it (see `stream`).
 
 use std::{
-    collections::VecDeque,
+    collections::{HashMap, VecDeque},
     sync::{Arc, Condvar, Mutex},
     time::Duration,
 };
@@ -14,6 +15,7 @@ use std::{
 use nix::{errno::Errno, sys::aio::AioCancelStat};
 
 use super::driver::{Completion, OpKind, Request, WAIT_SLICE};
+use super::stream::{self, StreamWait};
 
 const DEFAULT_MAX_THREADS: usize = 64;
 const IDLE_EXIT: Duration = Duration::from_secs(5);
@@ -23,6 +25,23 @@ struct Queue {
     jobs: VecDeque<Arc<Completion>>,
     threads: usize,
     idle: usize,
+    /// The jobs workers are running, by the address of their completion (kept alive by the
+    /// worker until its entry is removed), so that `cancel` can reach a stream wait.
+    running: HashMap<usize, Running>,
+}
+
+/// A job on a worker, as `cancel` sees it.
+#[derive(Debug)]
+enum Running {
+    /// Its first system call is running or about to: it may turn out to be a stream.
+    /// `cancel_requested` makes a stream job end with ECANCELED before it waits.
+    Probing { cancel_requested: bool },
+    /// Waiting for a stream to be ready: cancellable.
+    Stream(Arc<StreamWait>),
+}
+
+fn key(c: &Completion) -> usize {
+    c as *const Completion as usize
 }
 
 #[derive(Debug)]
@@ -96,7 +115,8 @@ impl ThreadPool {
         }
     }
 
-    /// A job still queued is cancelled; a running one cannot be.
+    /// A job still queued, or waiting for a stream, is cancelled; one in a blocking call on a
+    /// file cannot be (see `stream` for the answer given then).
     pub(crate) fn cancel(&self, c: &Arc<Completion>) -> AioCancelStat {
         let mut q = self.shared.queue.lock().unwrap();
         if let Some(i) = q.jobs.iter().position(|j| Arc::ptr_eq(j, c)) {
@@ -104,12 +124,23 @@ impl ThreadPool {
             drop(q);
             job.finish(-i64::from(libc::ECANCELED));
             self.shared.done.notify_all();
-            AioCancelStat::AioCanceled
-        } else if c.is_done() {
-            AioCancelStat::AioAllDone
-        } else {
-            AioCancelStat::AioNotCanceled
+            return AioCancelStat::AioCanceled;
         }
+        match q.running.get_mut(&key(c)) {
+            Some(Running::Stream(wait)) => {
+                let wait = wait.clone();
+                drop(q);
+                if wait.cancel() {
+                    return AioCancelStat::AioCanceled;
+                }
+            }
+            Some(Running::Probing { cancel_requested }) => {
+                *cancel_requested = true;
+                drop(q);
+            }
+            None => drop(q),
+        }
+        stream::answer_within_bound(c, || self.wait(c)).unwrap_or(AioCancelStat::AioNotCanceled)
     }
 }
 
@@ -118,9 +149,18 @@ fn worker(shared: Arc<Shared>) {
     loop {
         if let Some(job) = q.jobs.pop_front() {
             q.idle -= 1;
+            let job_key = key(&job);
+            q.running.insert(
+                job_key,
+                Running::Probing {
+                    cancel_requested: false,
+                },
+            );
             drop(q);
-            let res = perform(&job.request);
+            let res = run_job(&shared, &job);
             job.finish(res);
+            // The entry goes before the job's reference: its address names it until then.
+            shared.queue.lock().unwrap().running.remove(&job_key);
             drop(job);
             q = shared.queue.lock().unwrap();
             q.idle += 1;
@@ -137,7 +177,29 @@ fn worker(shared: Arc<Shared>) {
     }
 }
 
-/// Runs one request with the blocking system call; returns bytes or `-errno`.
+/// Runs one job: the blocking system call, or, on a stream, a cancellable wait for readiness
+/// (a blocking read on an empty pipe could never be interrupted).
+fn run_job(shared: &Shared, job: &Arc<Completion>) -> i64 {
+    let res = perform(&job.request);
+    if res != -i64::from(libc::ESPIPE) || !stream::is_transfer(job.request.kind) {
+        return res;
+    }
+    let wait = Arc::new(StreamWait::new());
+    {
+        let mut q = shared.queue.lock().unwrap();
+        match q.running.get_mut(&key(job)) {
+            Some(Running::Probing {
+                cancel_requested: true,
+            }) => return -i64::from(libc::ECANCELED),
+            Some(entry) => *entry = Running::Stream(wait.clone()),
+            None => {}
+        }
+    }
+    wait.run(&job.request)
+}
+
+/// Runs one request with the blocking system call; returns bytes or `-errno` (`-ESPIPE` for a
+/// read or write on a stream, which `run_job` does instead).
 pub(crate) fn perform(r: &Request) -> i64 {
     loop {
         let off = r.offset as libc::off_t;
@@ -152,31 +214,6 @@ pub(crate) fn perform(r: &Request) -> i64 {
                 OpKind::Fsync => i64::from(libc::fsync(r.fd)),
                 OpKind::Fdatasync => i64::from(libc::fdatasync(r.fd)),
                 OpKind::Nop => 0,
-            }
-        };
-        if res >= 0 {
-            return res;
-        }
-        match Errno::last_raw() {
-            libc::EINTR => continue,
-            // Like io_uring and FreeBSD's AIO, treat a pipe or socket as a stream.
-            libc::ESPIPE => return perform_stream(r),
-            errno => return -i64::from(errno),
-        }
-    }
-}
-
-/// Runs a read or write on a non-seekable file (pipe, socket), ignoring the offset.
-fn perform_stream(r: &Request) -> i64 {
-    loop {
-        // SAFETY: as in `perform`.
-        let res = unsafe {
-            match r.kind {
-                OpKind::Read => libc::read(r.fd, r.addr.cast(), r.len) as i64,
-                OpKind::Write => libc::write(r.fd, r.addr.cast(), r.len) as i64,
-                OpKind::Readv => libc::readv(r.fd, r.addr.cast(), r.len as i32) as i64,
-                OpKind::Writev => libc::writev(r.fd, r.addr.cast(), r.len as i32) as i64,
-                _ => return -i64::from(libc::ESPIPE),
             }
         };
         if res >= 0 {

@@ -9,15 +9,16 @@
 //! wakes epoll the result is waiting in the completion queue.
 //!
 //! The linked write resolves its fd when it is issued, not when it is submitted. The write holds
-//! an `Arc<Notifier>` (its own `user_data`, tagged) until its CQE is reaped, so the eventfd is
-//! never closed or lent to another operation while a write may still target its number.
+//! a reference to the notifier (its own `user_data`, tagged: the request's `Arc<Completion>`,
+//! or a batch's `Arc<Notifier>`) until its CQE is reaped, so the eventfd is never closed or
+//! lent to another operation while a write may still target its number.
 //!
 //! A single read whose data is in the page cache never gets here: the driver does it at once
 //! (`nowait`). Single operations go to a few shared rings, one per CPU: each thread keeps to
 //! one ring, whose lock it holds while it pushes its SQEs and enters the kernel, so that
 //! threads on different CPUs never wait for each other, and each thread submits exactly its
-//! own requests (io_uring cancels what a thread submitted, if still pending, when that thread
-//! exits).
+//! own requests: io_uring finishes a request with work run on the thread that submitted it,
+//! which therefore waits for its requests before it exits (`thread_exit`).
 //!
 //! Batches (`LioCb`) get a small ring of their own, taken from a pool. Their requests go in
 //! unlinked, after an `IORING_OP_TIMEOUT` whose completion count is the batch's size, hard-linked
@@ -44,14 +45,20 @@ use nix::{errno::Errno, sys::aio::AioCancelStat};
 
 use super::driver::{Completion, OpKind, Request, WAIT_SLICE};
 use super::notify::Notifier;
+use super::policy::Classifier;
+use super::stream;
+
+mod thread_exit;
 
 /// The low bits of `user_data` say what a CQE belongs to (the pointers are 8-aligned).
-const TAG_MASK: u64 = 0b11;
+const TAG_MASK: u64 = 0b111;
 const TAG_OP: u64 = 0;
 const TAG_SIGNAL: u64 = 1;
 const TAG_CANCEL: u64 = 2;
 /// A CQE with nothing to record (a batch's counting timeout).
 const TAG_IGNORE: u64 = 3;
+/// The linked write that signals one request's notifier (`user_data`: the request's completion).
+const TAG_OP_SIGNAL: u64 = 4;
 
 /// The time limit of a batch's counting timeout: never reached in practice (136 years).
 static NEVER: types::Timespec = types::Timespec::new().sec(1 << 32);
@@ -106,7 +113,7 @@ pub(crate) struct Ring {
 
 /// The engine: rings shared by single operations, and a pool of rings for batches.
 pub(crate) struct Uring {
-    /// The rings for single operations (and for batches too large for a ring of their own).
+    /// The rings for single operations.
     /// Each thread submits to one of them, chosen at its first submission, round-robin: a
     /// ring's lock is held across `io_uring_enter`, in which the kernel runs cached reads
     /// inline, so threads sharing one ring would take turns (measured: two tokio workers
@@ -130,25 +137,15 @@ thread_local! {
     static SHARD: Cell<Option<usize>> = const { Cell::new(None) };
 }
 
-/// Set `IOSQE_ASYNC` on every request: see `BLOCKED_SUBMIT`.
-static FORCE_ASYNC: AtomicBool = AtomicBool::new(false);
-
-/// The largest batch that gets a ring of its own; larger ones share the main ring.
-pub(crate) const MAX_BATCH_RING: usize = 4095;
+/// The most requests a batch ring takes in one submission: io_uring's largest submission queue
+/// (32,768 entries) less the batch's counting timeout and signal write. The driver submits a
+/// larger batch in rounds (`EINCOMPLETE`), as it does past the in-flight limit.
+pub(crate) const MAX_BATCH_RING: usize = 32766;
 /// Idle batch rings kept for reuse.
 const BATCH_POOL_MAX: usize = 8;
-
-/// A submission that takes this long probably ran a request inline instead of queueing it:
-/// some files (a FUSE file served with direct I/O but without `FUSE_ASYNC_DIO`, for example) do
-/// that, for as long as the filesystem takes. After `BLOCKED_STRIKES` such submissions, every
-/// later request is queued to io_uring's workers with `IOSQE_ASYNC`, so the caller's thread is
-/// not blocked again. One strike is not enough: on a loaded machine a thread can be preempted in
-/// the middle of a submission for tens of milliseconds (seen at load 11), and queueing every
-/// request to workers halves the throughput of cached reads. `MIO_AIO_URING_ASYNC=1` queues
-/// them from the start.
-const BLOCKED_SUBMIT: std::time::Duration = std::time::Duration::from_millis(50);
-const BLOCKED_STRIKES: usize = 2;
-static STRIKES: AtomicUsize = AtomicUsize::new(0);
+/// The pool keeps at most one batch ring larger than this (submission entries): a full-size
+/// one holds 3 MiB of queues, but creating it costs more than submitting 16,384 cached reads.
+const LARGE_RING_ENTRIES: usize = 4096;
 
 impl std::fmt::Debug for Ring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -197,9 +194,6 @@ impl Uring {
         ];
         if !needed.iter().all(|&op| probe.is_supported(op)) {
             return Err(unsupported());
-        }
-        if std::env::var("MIO_AIO_URING_ASYNC").is_ok_and(|v| v == "1") {
-            FORCE_ASYNC.store(true, Ordering::Relaxed);
         }
         let count = if sqpoll_idle_ms.is_some() {
             1
@@ -260,7 +254,9 @@ impl Uring {
         let needed = len + 2;
         {
             let mut pool = self.batch_rings.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(i) = pool.iter().position(|r| r.capacity() >= needed) {
+            // The smallest that fits, so that a small batch leaves a large ring to large ones.
+            let fitting = (0..pool.len()).filter(|&i| pool[i].capacity() >= needed);
+            if let Some(i) = fitting.min_by_key(|&i| pool[i].capacity()) {
                 return Ok(pool.swap_remove(i));
             }
         }
@@ -282,7 +278,8 @@ impl Uring {
         ring.settle();
         if Arc::strong_count(&ring) == 1 {
             let mut pool = self.batch_rings.lock().unwrap_or_else(|e| e.into_inner());
-            if pool.len() < BATCH_POOL_MAX {
+            let large = |r: &Ring| r.capacity() > LARGE_RING_ENTRIES;
+            if pool.len() < BATCH_POOL_MAX && !(large(&ring) && pool.iter().any(|r| large(r))) {
                 pool.push(ring);
             }
         }
@@ -357,6 +354,13 @@ impl Ring {
         batch: &[Arc<Completion>],
         batch_signal: Option<&Arc<Notifier>>,
     ) -> Result<usize, Errno> {
+        // Requests the kernel might run inside the enter below, for as long as their file's
+        // server takes (see `policy`), go straight to a kernel worker. Decided before the lock.
+        let mut files = Classifier::default();
+        let to_worker: Vec<bool> = batch
+            .iter()
+            .map(|c| files.uring_async(c.request.fd))
+            .collect();
         // Held until after the enter below: see `Ring::sq`.
         let _submitting = lock_briefly_held(&self.sq);
         // SAFETY: `self.sq` is held, so this is the only live handle on the submission queue.
@@ -385,12 +389,13 @@ impl Ring {
                 if let Err(e) = self.make_room(&mut sq, needed) {
                     // What was pushed stays queued (any later enter consumes it): report it as
                     // accepted, so its buffers stay borrowed until it completes.
+                    thread_exit::track(&batch[..pushed], batch_signal.is_some());
                     return if pushed == 0 { Err(e) } else { Ok(pushed) };
                 }
             }
             let mut data = data.user_data(Arc::into_raw(c.clone()) as u64 | TAG_OP);
             self.owe(needed);
-            if FORCE_ASYNC.load(Ordering::Relaxed) {
+            if to_worker[pushed] {
                 data = data.flags(squeue::Flags::ASYNC);
             }
             // SAFETY: the request's buffers stay valid until its CQE is reaped (the driver's
@@ -398,15 +403,17 @@ impl Ring {
             unsafe {
                 match signal {
                     None => sq.push(&data),
-                    Some(n) => {
-                        sq.push_multiple(&[data.flags(squeue::Flags::IO_HARDLINK), signal_entry(n)])
-                    }
+                    Some(n) => sq.push_multiple(&[
+                        data.flags(squeue::Flags::IO_HARDLINK),
+                        op_signal_entry(c, n),
+                    ]),
                 }
                 .expect("room was made above")
             };
         }
         sq.sync();
         drop(sq);
+        thread_exit::track(batch, batch_signal.is_some());
         // Everything is pushed, so everything counts as accepted even if this enter fails: the
         // next enter (a later submit, or any wait) consumes it.
         let _ = self.enter_all();
@@ -437,14 +444,7 @@ impl Ring {
     /// Enters the kernel until it has consumed every pushed SQE.
     fn enter_all(&self) -> Result<(), Errno> {
         loop {
-            let start = std::time::Instant::now();
-            let res = self.ring.submitter().submit();
-            if start.elapsed() >= BLOCKED_SUBMIT
-                && STRIKES.fetch_add(1, Ordering::Relaxed) + 1 >= BLOCKED_STRIKES
-            {
-                FORCE_ASYNC.store(true, Ordering::Relaxed);
-            }
-            match res {
+            match self.ring.submitter().submit() {
                 Ok(_) => return Ok(()),
                 Err(e) => match e.raw_os_error() {
                     // Transient: the SQEs stay queued and are consumed by the retry.
@@ -568,20 +568,26 @@ impl Ring {
                 return AioCancelStat::AioNotCanceled;
             }
         }
+        // The kernel answers a cancel at once; the bound only keeps a broken ring from hanging
+        // the caller (the state then stays with its SQE until its CQE, if ever).
+        let deadline = std::time::Instant::now() + stream::CANCEL_REPLY_WAIT;
         while state.res.load(Ordering::Acquire) == PENDING {
+            if std::time::Instant::now() >= deadline {
+                return AioCancelStat::AioNotCanceled;
+            }
             let ts = types::Timespec::from(WAIT_SLICE);
             let args = types::SubmitArgs::new().timespec(&ts);
             let _ = self.ring.submitter().submit_with_args(1, &args);
             self.reap();
         }
         match -state.res.load(Ordering::Acquire) {
+            // Found and stopped: the request ends with ECANCELED.
             0 => AioCancelStat::AioCanceled,
-            libc::ENOENT => {
-                // Already finished: make sure its result is recorded before saying so.
-                self.reap();
-                AioCancelStat::AioAllDone
-            }
-            _ => AioCancelStat::AioNotCanceled,
+            // ENOENT: finished, or between the kernel's queues; EALREADY: running on a kernel
+            // worker, which the cancel may still interrupt (ending it with ECANCELED). Either
+            // way, the result decides the answer, if it comes within the bound.
+            _ => stream::answer_within_bound(c, || self.wait(c))
+                .unwrap_or(AioCancelStat::AioNotCanceled),
         }
     }
 }
@@ -633,6 +639,16 @@ fn dispatch(user_data: u64, res: i32) {
                 n.signal();
             }
         }
+        TAG_OP_SIGNAL => {
+            // SAFETY: made by `Arc::into_raw` in `op_signal_entry`; exactly one CQE per write.
+            let c = unsafe { Arc::from_raw(ptr as *const Completion) };
+            if res < 0 {
+                if let Some(n) = &c.kernel_signal {
+                    n.signal();
+                }
+            }
+            c.signal_write_pending.store(false, Ordering::Release);
+        }
         TAG_CANCEL => {
             // SAFETY: made by `Arc::into_raw` in `cancel`; exactly one CQE per cancel.
             let state = unsafe { Arc::from_raw(ptr as *const CancelState) };
@@ -672,4 +688,15 @@ fn signal_entry(n: &Arc<Notifier>) -> squeue::Entry {
     opcode::Write::new(types::Fd(n.fd()), (&ONE as *const u64).cast(), 8)
         .build()
         .user_data(Arc::into_raw(n.clone()) as u64 | TAG_SIGNAL)
+}
+
+/// The linked write that signals the notifier of request `c`. Its `user_data` holds a reference
+/// to the completion (which holds the notifier) until its CQE, which clears
+/// `signal_write_pending`.
+fn op_signal_entry(c: &Arc<Completion>, n: &Arc<Notifier>) -> squeue::Entry {
+    n.will_be_signalled();
+    c.signal_write_pending.store(true, Ordering::Relaxed);
+    opcode::Write::new(types::Fd(n.fd()), (&ONE as *const u64).cast(), 8)
+        .build()
+        .user_data(Arc::into_raw(c.clone()) as u64 | TAG_OP_SIGNAL)
 }
