@@ -167,7 +167,7 @@ impl Drop for Op<'_> {
     fn drop(&mut self) {
         if let Some(c) = self.current.take() {
             if !c.is_done() {
-                c.cancel();
+                c.request_cancel();
                 c.wait();
             }
         }
@@ -192,6 +192,11 @@ macro_rules! operation {
             }
             fn cancel(self: Pin<&mut Self>) -> nix::Result<AioCancelStat> {
                 Ok(self.0.cancel())
+            }
+            fn request_cancel(self: Pin<&mut Self>) {
+                if let Some(c) = &self.0.current {
+                    c.request_cancel();
+                }
             }
             fn in_progress(&self) -> bool {
                 self.0.current.is_some()

@@ -286,23 +286,31 @@ impl Driver {
         requests: &[Request],
         notifier: Option<&Arc<Notifier>>,
     ) -> Result<Vec<Started>, Errno> {
-        let count = requests.len().min(self.room());
+        let mut count = requests.len().min(self.room());
         if count == 0 {
             return Err(Errno::EAGAIN);
         }
         let in_flight = &self.origin.in_flight;
-        if count <= self.engine().batch_capacity() {
-            let batch = requests[..count]
-                .iter()
-                .map(|&r| Completion::new(r, None, None, None, &self.origin))
-                .collect();
+        let capacity = self.engine().batch_capacity();
+        if capacity > 0 {
+            // What does not fit is left for another round (`EINCOMPLETE`).
+            count = count.min(capacity);
+            let batch = || {
+                requests[..count]
+                    .iter()
+                    .map(|&r| Completion::new(r, None, None, None, &self.origin))
+                    .collect()
+            };
             in_flight.fetch_add(count, Ordering::Relaxed);
-            // SAFETY: this function's contract.
-            return unsafe { self.engine().submit_signalled_batch(batch, notifier) }.inspect_err(
-                |_| {
-                    in_flight.fetch_sub(count, Ordering::Relaxed);
-                },
-            );
+            // Out of descriptors for the batch's ring, the pooled eventfds go first (nothing was
+            // submitted: the ring is made before any request goes in).
+            let started = self.pool.retry_on_emfile(|| {
+                // SAFETY: this function's contract.
+                Ok(unsafe { self.engine().submit_signalled_batch(batch(), notifier) }?)
+            });
+            return started.map_err(io_errno).inspect_err(|_| {
+                in_flight.fetch_sub(count, Ordering::Relaxed);
+            });
         }
         if let [request] = requests {
             // SAFETY: this function's contract.

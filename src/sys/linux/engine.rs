@@ -11,6 +11,14 @@
 //! thread) may still touch the operation's buffers, and drops it only after recording the
 //! result. Everything an operation asks of its engine afterwards (reap, wait, cancel) goes
 //! through [`Completion::engine`], the one route from an operation to the engine that runs it.
+//!
+//! # What `cancel()` answers (every engine)
+//! Once a request is done, the answer comes from its result: `ECANCELED` gives `AioCanceled`,
+//! anything else `AioAllDone`. A request whose fate the engine cannot decide at once (io_uring's
+//! `-EALREADY`: running on a kernel worker, which the cancel may still interrupt; a pool job that
+//! has not yet shown whether it is a stream) is waited for, at most [`CANCEL_WAIT`]; if it is
+//! still running then, the answer is `AioNotCanceled`, and the request may still end in any way,
+//! `ECANCELED` included.
 
 use std::{
     any::Any,
@@ -20,7 +28,7 @@ use std::{
         atomic::{AtomicI64, AtomicU8, AtomicUsize, Ordering},
         Arc,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use nix::{errno::Errno, sys::aio::AioCancelStat};
@@ -70,6 +78,39 @@ pub(crate) fn io_errno(e: std::io::Error) -> Errno {
         Some(errno) => Errno::from_raw(errno),
         None if e.kind() == std::io::ErrorKind::WouldBlock => Errno::EAGAIN,
         None => Errno::EIO,
+    }
+}
+
+/// How long `cancel()` waits, at most, for a request whose fate is not yet known.
+pub(crate) const CANCEL_WAIT: Duration = Duration::from_millis(50);
+
+/// The longest io_uring's `cancel` waits for the CQE of its own cancel request.
+pub(crate) const CANCEL_REPLY_WAIT: Duration = Duration::from_secs(1);
+
+/// The answer `cancel()` gives about a request that is done.
+pub(crate) fn answer_for_done(c: &Completion) -> AioCancelStat {
+    match c.result() {
+        Err(Errno::ECANCELED) => AioCancelStat::AioCanceled,
+        _ => AioCancelStat::AioAllDone,
+    }
+}
+
+/// Waits at most [`CANCEL_WAIT`] for `c` to be done, calling `progress` (which must return
+/// within a few milliseconds) between checks; returns the answer for the done request, or
+/// `None` if it is still running.
+pub(crate) fn answer_within_bound(
+    c: &Completion,
+    mut progress: impl FnMut(),
+) -> Option<AioCancelStat> {
+    let deadline = Instant::now() + CANCEL_WAIT;
+    loop {
+        if c.is_done() {
+            return Some(answer_for_done(c));
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        progress();
     }
 }
 
@@ -260,17 +301,34 @@ impl dyn InFlight {
         }
     }
 
-    /// Asks the engine to cancel the request, and reports what happened.
+    /// Asks the engine to cancel the request, and reports what happened (see the module doc).
     pub(crate) fn cancel(self: &Arc<Self>) -> AioCancelStat {
-        if !self.is_ours() || self.is_done() {
+        self.cancel_with(Answer::Wanted)
+    }
+
+    /// Asks the engine to cancel the request without waiting to learn whether it did: for a
+    /// drop, which waits for the request itself (or, for an owned operation, must not block).
+    pub(crate) fn request_cancel(self: &Arc<Self>) {
+        self.cancel_with(Answer::NotWanted);
+    }
+
+    fn cancel_with(self: &Arc<Self>, answer: Answer) -> AioCancelStat {
+        if !self.is_ours() {
             return AioCancelStat::AioAllDone;
         }
         self.reap();
         if self.is_done() {
-            return AioCancelStat::AioAllDone;
+            return answer_for_done(self.completion());
         }
-        self.completion().engine().cancel(self)
+        self.completion().engine().cancel(self, answer)
     }
+}
+
+/// Whether a cancel waits (a bounded time) to learn the request's fate, to answer truthfully.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub(crate) enum Answer {
+    Wanted,
+    NotWanted,
 }
 
 /// The address that identifies a started request (its data, without the vtable).
@@ -288,8 +346,9 @@ pub(crate) trait Engine: Debug + Send + Sync {
     /// each `Completion`.
     fn signalling(&self) -> Signalling;
 
-    /// The largest batch the engine can signal itself, with one notifier for the whole batch
-    /// ([`Engine::submit_signalled_batch`]); 0 if it cannot.
+    /// The most requests of a batch the engine takes in one round and signals itself, with one
+    /// notifier for the whole round ([`Engine::submit_signalled_batch`]); 0 if it cannot (the
+    /// driver then counts completions in a `Group`).
     fn batch_capacity(&self) -> usize {
         0
     }
@@ -333,8 +392,9 @@ pub(crate) trait Engine: Debug + Send + Sync {
     /// results. `op` is one of this engine's, not yet done.
     fn wait(&self, op: &dyn InFlight);
 
-    /// Tries to cancel `op`, one of this engine's, not yet done.
-    fn cancel(&self, op: &Started) -> AioCancelStat;
+    /// Tries to cancel `op`, one of this engine's, not yet done. With `Answer::NotWanted` it
+    /// never waits for a fate it cannot tell at once (and then answers `AioNotCanceled`).
+    fn cancel(&self, op: &Started, answer: Answer) -> AioCancelStat;
 
     /// Takes back what a finished batch used (every one of `ops` is done).
     fn release(&self, _ops: Vec<Started>) {}

@@ -177,20 +177,23 @@ impl<'a> LioCb<'a> {
             .collect()
     }
 
+    /// Whether an entry started by this process is still running (in a forked child, the
+    /// parent's entries never finish: `into_results` reports them `ECANCELED` at once).
     pub(crate) fn in_progress(&self) -> bool {
         self.reap_started();
         self.slots
             .iter()
-            .any(|s| matches!(s, Slot::Started(c) if !c.is_done()))
+            .any(|s| matches!(s, Slot::Started(c) if !c.is_done() && c.is_ours()))
     }
 
-    /// Records what the started entries' engine has finished, each of its queues once.
+    /// Records what the started entries' engine has finished, each of its queues once. A forked
+    /// child never reaps its parent's: io_uring's rings are not even mapped in the child.
     fn reap_started(&self) {
         let running: Vec<&dyn InFlight> = self
             .slots
             .iter()
             .filter_map(|s| match s {
-                Slot::Started(c) if !c.is_done() => Some(&**c),
+                Slot::Started(c) if !c.is_done() && c.is_ours() => Some(&**c),
                 _ => None,
             })
             .collect();
@@ -274,7 +277,7 @@ impl Drop for LioCb<'_> {
         for s in &self.slots {
             if let Slot::Started(c) = s {
                 if !c.is_done() {
-                    c.cancel();
+                    c.request_cancel();
                 }
             }
         }

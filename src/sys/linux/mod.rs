@@ -9,9 +9,11 @@
 //! * `driver`: one per process; chooses the engine, decides who signals what, does cached
 //!   reads at once (`nowait`), and hands everything else to the engine;
 //! * the engines, behind the `engine::Engine` trait: `uring` (io_uring), `kaio` (kernel AIO)
-//!   and `threads` (worker threads, also kernel AIO's helper);
-//! * `engine` (the trait and the request and completion types every engine shares), `notify`
-//!   (the eventfds), `config` (the settings), `fork` (fork detection).
+//!   and `threads` (worker threads, also kernel AIO's helper, with `stream` for cancellable
+//!   waits on pipes and sockets), each asking `policy` how to run a file's requests;
+//! * `engine` (the trait, the request and completion types every engine shares, and what
+//!   `cancel()` answers), `notify` and `parked` (the eventfds), `config` (the settings), `fork`
+//!   (fork detection).
 //!
 //! Where a read goes: `crate::Source::submit` → `aio::Op::submit` → `driver::Driver::submit_one`
 //! → done at once if cached (`nowait`), else `Engine::submit_one` of `uring`, `kaio` or
@@ -26,7 +28,10 @@ mod kaio;
 mod lio;
 mod notify;
 mod nowait;
+mod parked;
+mod policy;
 mod registration;
+mod stream;
 mod threads;
 mod uring;
 

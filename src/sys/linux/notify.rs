@@ -13,13 +13,11 @@
 //!   their counter reset and no signal pending, so that no event can come from them. The next
 //!   registration with the same epoll fd retargets one with a single `EPOLL_CTL_MOD` instead of
 //!   `EPOLL_CTL_ADD` + `EPOLL_CTL_DEL`. If the fd number now names another epoll set (the old one
-//!   was closed and the number reused), `MOD` fails with `ENOENT` and the notifier is added
-//!   instead, so a parked notifier can never be silently missing from the set it serves.
-
-use nix::errno::Errno;
+//!   was closed and the number reused), `MOD` fails with `ENOENT`: the notifier may still be in
+//!   the old set (a registry clone keeps it open), so it is closed with every notifier parked
+//!   under that number, never added to the new set (see `parked`).
 
 use std::{
-    collections::HashMap,
     io,
     os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
     sync::{
@@ -28,9 +26,11 @@ use std::{
     },
 };
 
-/// The most eventfds each pool (the idle one, and the parked one of each epoll fd) keeps; more
-/// are closed. Enough for a loop that replaces finished operations with new ones at a depth of a
-/// few hundred; a larger burst only costs `EPOLL_CTL_ADD`/`DEL` again.
+use super::parked::Parked;
+
+/// The most idle eventfds the pool keeps; more are closed. Enough for a loop that replaces
+/// finished operations with new ones at a depth of a few hundred; a larger burst only costs
+/// `EPOLL_CTL_ADD`/`DEL` again. (Parked ones have a bound of their own, `parked::PARKED_MAX`.)
 const POOL_MAX: usize = 256;
 
 /// Idle eventfds, not in any epoll set.
@@ -38,7 +38,7 @@ const POOL_MAX: usize = 256;
 pub(crate) struct NotifierPool {
     /// With each, whether its counter may be nonzero (see `Notifier::dirty`).
     idle: Mutex<Vec<(OwnedFd, bool)>>,
-    parked: Mutex<HashMap<RawFd, Vec<Arc<Notifier>>>>,
+    parked: Mutex<Parked<Arc<Notifier>>>,
 }
 
 impl NotifierPool {
@@ -51,16 +51,27 @@ impl NotifierPool {
             }
             return Ok(fd);
         }
-        // SAFETY (both): eventfd takes no pointers.
-        let fd = match syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK)) {
-            Err(Errno::EMFILE | Errno::ENFILE) => {
-                self.release_all();
-                syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK))?
-            }
-            r => r?,
-        };
+        // SAFETY: eventfd takes no pointers.
+        let fd = self.retry_on_emfile(|| {
+            Ok(syscall!(eventfd(
+                0,
+                libc::EFD_CLOEXEC | libc::EFD_NONBLOCK
+            ))?)
+        })?;
         // SAFETY: eventfd just returned this new fd, and nothing else owns it.
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// Runs `open`, and once more after closing every pooled eventfd if the process (or
+    /// system) is out of descriptors.
+    pub(crate) fn retry_on_emfile<T>(&self, open: impl Fn() -> io::Result<T>) -> io::Result<T> {
+        match open() {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                self.release_all();
+                open()
+            }
+            r => r,
+        }
     }
 
     /// Closes every pooled eventfd (parked ones leave their epoll sets as they close).
@@ -68,6 +79,12 @@ impl NotifierPool {
         self.idle.lock().unwrap().clear();
         let parked = std::mem::take(&mut *self.parked.lock().unwrap());
         drop(parked);
+    }
+
+    /// Closes the notifiers parked under `epfd`, a number found to name another epoll set now.
+    pub(crate) fn forget(&self, epfd: RawFd) {
+        let stale = self.parked.lock().unwrap().forget(epfd);
+        drop(stale);
     }
 
     /// Parks a notifier that is still in the epoll set `epfd`, if nothing can signal it any
@@ -82,18 +99,28 @@ impl NotifierPool {
         if n.dirty.swap(false, Ordering::Relaxed) {
             drain(n.fd());
         }
-        let mut parked = self.parked.lock().unwrap();
-        let list = parked.entry(epfd).or_default();
-        if list.len() < POOL_MAX {
-            list.push(n);
-        }
-        // Beyond the cap it is dropped: closing the eventfd removes it from the set.
+        // A parked notifier's count is zero: retargeting it to check its set reports nothing.
+        let still_there = |epfd, n: &Arc<Notifier>| n.epoll_mod(epfd, 0).is_ok();
+        let closing = self.parked.lock().unwrap().park(epfd, n, still_there);
+        // Closing an eventfd removes it from its set.
+        drop(closing);
         Ok(())
     }
 
-    /// A parked notifier of `epfd`, if any.
-    pub(crate) fn unpark(&self, epfd: RawFd) -> Option<Arc<Notifier>> {
-        self.parked.lock().unwrap().get_mut(&epfd)?.pop()
+    /// A parked notifier of `epfd`, retargeted to `token`, if there is one. `None` too if the
+    /// number names another set now: then every notifier parked under it is closed.
+    pub(crate) fn unpark(&self, epfd: RawFd, token: u64) -> io::Result<Option<Arc<Notifier>>> {
+        let Some(n) = self.parked.lock().unwrap().unpark(epfd) else {
+            return Ok(None);
+        };
+        match n.epoll_mod(epfd, token) {
+            Ok(()) => Ok(Some(n)),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                self.forget(epfd);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn give_back(&self, fd: OwnedFd, dirty: bool) {

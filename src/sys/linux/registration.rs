@@ -32,22 +32,24 @@ pub(crate) struct Registered {
 impl Registered {
     pub(crate) fn register(&mut self, epfd: RawFd, token: usize) -> io::Result<()> {
         if let Some(r) = &self.current {
-            if r.epfd == epfd {
-                return r.notifier.epoll_mod(epfd, token as u64);
+            // A forked child leaves its parent's notifier (and the set it is in) alone.
+            if r.epfd == epfd && r.notifier.is_ours() {
+                match r.notifier.epoll_mod(epfd, token as u64) {
+                    // The number names another epoll set now; the old one may live on (a
+                    // registry clone), so the notifier is closed, not added here.
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                        r.notifier.pool().forget(epfd);
+                        self.current = None;
+                    }
+                    result => return result,
+                }
+            } else {
+                self.deregister();
             }
-            self.deregister();
         }
         let driver = Driver::get()?;
-        let notifier = match driver.pool.unpark(epfd) {
-            Some(n) => match n.epoll_mod(epfd, token as u64) {
-                Ok(()) => n,
-                // The number names another epoll set now: the notifier is not in it.
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                    n.epoll_add(epfd, token as u64)?;
-                    n
-                }
-                Err(e) => return Err(e),
-            },
+        let notifier = match driver.pool.unpark(epfd, token as u64)? {
+            Some(n) => n,
             None => {
                 let n = Arc::new(driver.notifier()?);
                 n.epoll_add(epfd, token as u64)?;
@@ -101,9 +103,11 @@ impl Registered {
     }
 
     pub(crate) fn notifier(&self) -> nix::Result<Option<&Arc<Notifier>>> {
-        match self.deferred_error {
-            Some(e) => Err(e),
-            None => Ok(self.current.as_ref().map(|r| &r.notifier)),
+        match (self.deferred_error, &self.current) {
+            (Some(e), _) => Err(e),
+            // Inherited across fork: the parent's eventfd, in the parent's epoll set.
+            (None, Some(r)) if !r.notifier.is_ours() => Err(Errno::EBADF),
+            (None, current) => Ok(current.as_ref().map(|r| &r.notifier)),
         }
     }
 }

@@ -3,11 +3,12 @@
 //!
 //! Workers run the plain blocking system calls (`pread`, `pwritev`, `fsync`, …), record the
 //! result and signal the operation's notifier from user space. Workers start on demand, up to
-//! `Config::max_threads`, and leave after a few idle seconds. The pool keeps no state of its own
+//! `Config::max_threads`, and leave after a few idle seconds. A read or write on a stream (pipe,
+//! socket) waits in `poll` instead, so that `cancel` can end it (see `stream`). The pool keeps no state of its own
 //! per operation: a job is the shared `Completion` (or, for kernel AIO, its own wrapper).
 
 use std::{
-    collections::VecDeque,
+    collections::{HashMap, VecDeque},
     sync::{Arc, Condvar, Mutex},
     time::Duration,
 };
@@ -17,8 +18,10 @@ use nix::{errno::Errno, sys::aio::AioCancelStat};
 use super::{
     config::Backend,
     engine::{
-        address, Completion, Engine, InFlight, OpKind, Request, Signalling, Started, WAIT_SLICE,
+        address, answer_within_bound, Answer, Completion, Engine, InFlight, OpKind, Request,
+        Signalling, Started, WAIT_SLICE,
     },
+    stream::{self, StreamWait},
 };
 
 const IDLE_EXIT: Duration = Duration::from_secs(5);
@@ -28,6 +31,19 @@ struct Queue {
     jobs: VecDeque<Started>,
     threads: usize,
     idle: usize,
+    /// The jobs workers are running, by address (kept alive by the worker until its entry is
+    /// removed), so that `cancel` can reach a stream wait.
+    running: HashMap<usize, Running>,
+}
+
+/// A job on a worker, as `cancel` sees it.
+#[derive(Debug)]
+enum Running {
+    /// Its first system call is running or about to: it may turn out to be a stream.
+    /// `cancel_requested` makes a stream job end with ECANCELED before it waits.
+    Probing { cancel_requested: bool },
+    /// Waiting for a stream to be ready: cancellable.
+    Stream(Arc<StreamWait>),
 }
 
 #[derive(Debug)]
@@ -96,20 +112,36 @@ impl ThreadPool {
         }
     }
 
-    /// A job still queued is cancelled; a running one cannot be.
-    pub(crate) fn cancel(&self, c: &Started) -> AioCancelStat {
+    /// A job still queued, or waiting for a stream, is cancelled; one in a blocking call on a
+    /// file cannot be (see `engine` for the answer given then).
+    pub(crate) fn cancel(&self, c: &Started, answer: Answer) -> AioCancelStat {
         let mut q = self.shared.queue.lock().unwrap();
         if let Some(i) = q.jobs.iter().position(|j| address(&**j) == address(&**c)) {
             let job = q.jobs.remove(i).expect("found above");
             drop(q);
             job.completion().finish(-i64::from(libc::ECANCELED));
             self.shared.done.notify_all();
-            AioCancelStat::AioCanceled
-        } else if c.is_done() {
-            AioCancelStat::AioAllDone
-        } else {
-            AioCancelStat::AioNotCanceled
+            return AioCancelStat::AioCanceled;
         }
+        match q.running.get_mut(&address(&**c)) {
+            Some(Running::Stream(wait)) => {
+                let wait = wait.clone();
+                drop(q);
+                if wait.cancel() {
+                    return AioCancelStat::AioCanceled;
+                }
+            }
+            Some(Running::Probing { cancel_requested }) => {
+                *cancel_requested = true;
+                drop(q);
+            }
+            None => drop(q),
+        }
+        if answer == Answer::NotWanted {
+            return AioCancelStat::AioNotCanceled;
+        }
+        answer_within_bound(c.completion(), || self.wait(&**c))
+            .unwrap_or(AioCancelStat::AioNotCanceled)
     }
 }
 
@@ -141,8 +173,8 @@ impl Engine for ThreadPool {
         ThreadPool::wait(self, op)
     }
 
-    fn cancel(&self, op: &Started) -> AioCancelStat {
-        ThreadPool::cancel(self, op)
+    fn cancel(&self, op: &Started, answer: Answer) -> AioCancelStat {
+        ThreadPool::cancel(self, op, answer)
     }
 }
 
@@ -151,9 +183,18 @@ fn worker(shared: Arc<Shared>) {
     loop {
         if let Some(job) = q.jobs.pop_front() {
             q.idle -= 1;
+            let job_key = address(&*job);
+            q.running.insert(
+                job_key,
+                Running::Probing {
+                    cancel_requested: false,
+                },
+            );
             drop(q);
-            let res = perform(&job.completion().request);
+            let res = run_job(&shared, &*job);
             job.completion().finish(res);
+            // The entry goes before the job's reference: its address names it until then.
+            shared.queue.lock().unwrap().running.remove(&job_key);
             drop(job);
             q = shared.queue.lock().unwrap();
             q.idle += 1;
@@ -170,7 +211,30 @@ fn worker(shared: Arc<Shared>) {
     }
 }
 
-/// Runs one request with the blocking system call; returns bytes or `-errno`.
+/// Runs one job: the blocking system call, or, on a stream, a cancellable wait for readiness
+/// (a blocking read on an empty pipe could never be interrupted).
+fn run_job(shared: &Shared, job: &dyn InFlight) -> i64 {
+    let r = &job.completion().request;
+    let res = perform(r);
+    if res != -i64::from(libc::ESPIPE) || !stream::is_transfer(r.kind) {
+        return res;
+    }
+    let wait = Arc::new(StreamWait::new());
+    {
+        let mut q = shared.queue.lock().unwrap();
+        match q.running.get_mut(&address(job)) {
+            Some(Running::Probing {
+                cancel_requested: true,
+            }) => return -i64::from(libc::ECANCELED),
+            Some(entry) => *entry = Running::Stream(wait.clone()),
+            None => {}
+        }
+    }
+    wait.run(r)
+}
+
+/// Runs one request with the blocking system call; returns bytes or `-errno` (`-ESPIPE` for a
+/// read or write on a stream, which `run_job` does instead).
 fn perform(r: &Request) -> i64 {
     let off = r.offset as libc::off_t;
     let (addr, len) = (r.addr.cast(), r.len);
@@ -191,28 +255,6 @@ fn perform(r: &Request) -> i64 {
         };
         match res {
             Ok(n) => return n,
-            Err(Errno::EINTR) => continue,
-            // Like io_uring and FreeBSD's AIO, treat a pipe or socket as a stream.
-            Err(Errno::ESPIPE) => return perform_stream(r),
-            Err(errno) => return -(errno as i64),
-        }
-    }
-}
-
-/// Runs a read or write on a non-seekable file (pipe, socket), ignoring the offset.
-fn perform_stream(r: &Request) -> i64 {
-    let (addr, len) = (r.addr.cast(), r.len);
-    loop {
-        // SAFETY (every call): as in `perform`.
-        let res = match r.kind {
-            OpKind::Read => syscall!(read(r.fd, addr, len)),
-            OpKind::Write => syscall!(write(r.fd, addr, len)),
-            OpKind::Readv => syscall!(readv(r.fd, addr.cast(), len as i32)),
-            OpKind::Writev => syscall!(writev(r.fd, addr.cast(), len as i32)),
-            _ => return -i64::from(libc::ESPIPE),
-        };
-        match res {
-            Ok(n) => return n as i64,
             Err(Errno::EINTR) => continue,
             Err(errno) => return -(errno as i64),
         }

@@ -35,7 +35,9 @@
 //! completion handed to the pool is remembered (by address, with a `Weak` that keeps the address
 //! from being reused) so that [`Kaio::wait`] and [`Kaio::cancel`] know to ask the pool.
 //! `io_cancel` cannot cancel file I/O (Linux only cancels `IOCB_CMD_POLL` and USB gadget
-//! requests; reads get EINVAL), so a request in the kernel is reported as not cancelled.
+//! requests; reads get EINVAL), so a request in the kernel is reported as not cancelled. Reads
+//! and writes on streams (pipes, sockets) that would block come back with EAGAIN and wait in the
+//! pool, where they can be cancelled.
 //!
 //! The user-space completion ring (the context id is its address) is not read directly: every
 //! consumer would have to advance its head with atomics, which the kernel's own `io_getevents`
@@ -61,8 +63,12 @@ use nix::{errno::Errno, sys::aio::AioCancelStat};
 
 use super::{
     config::{Backend, Config},
-    engine::{address, Completion, Engine, InFlight, OpKind, Signalling, Started, WAIT_SLICE},
+    engine::{
+        address, answer_for_done, answer_within_bound, Answer, Completion, Engine, InFlight,
+        OpKind, Signalling, Started, CANCEL_WAIT, WAIT_SLICE,
+    },
     nowait,
+    policy::Classifier,
     threads::ThreadPool,
 };
 
@@ -124,10 +130,13 @@ impl KaioOp {
 }
 
 /// Completions handed to the thread pool, by address. The `Weak` keeps the allocation (not the
-/// value) alive, so an address in the table can never name a newer completion.
+/// value) alive, so an address in the table can never name a newer completion. The flag says
+/// whether the kernel had already moved some bytes (a short `RWF_NOWAIT` transfer that the pool
+/// redoes whole): such a request has started and is never cancelled, so that `ECANCELED` always
+/// means that no byte moved.
 #[derive(Debug, Default)]
 struct HandedOff {
-    map: HashMap<usize, Weak<KaioOp>>,
+    map: HashMap<usize, (Weak<KaioOp>, bool)>,
     /// Sweep finished entries when the table grows to this size.
     sweep_at: usize,
 }
@@ -183,6 +192,8 @@ impl Kaio {
     /// only when not even the first request could start.
     fn start(&self, batch: &[Arc<KaioOp>]) -> Result<usize, Errno> {
         let mut accepted = 0;
+        // Files whose server the kernel may wait for despite RWF_NOWAIT go to the pool.
+        let mut files = Classifier::default();
         while accepted < batch.len() {
             let rest = &batch[accepted..];
             if rest[0].request.kind == OpKind::Nop {
@@ -190,9 +201,16 @@ impl Kaio {
                 accepted += 1;
                 continue;
             }
+            if files.kaio_worker(rest[0].request.fd) {
+                if self.hand_off(rest[0].clone(), false).is_err() {
+                    break;
+                }
+                accepted += 1;
+                continue;
+            }
             let run = rest
                 .iter()
-                .position(|c| c.request.kind == OpKind::Nop)
+                .position(|c| c.request.kind == OpKind::Nop || files.kaio_worker(c.request.fd))
                 .unwrap_or(rest.len());
             let (started, full) = self.submit_run(&rest[..run]);
             accepted += started;
@@ -245,7 +263,7 @@ impl Kaio {
                     // fsync method, bad fd, …): the pool runs the plain system call, which
                     // either works or reports the real error.
                     let c = self.take_back(iocbs[done]);
-                    if let Err(c) = self.hand_off(c) {
+                    if let Err(c) = self.hand_off(c, false) {
                         // No worker can start: treat it like a full queue.
                         drop(c);
                         self.unsubmitted(&iocbs[done + 1..]);
@@ -316,14 +334,15 @@ impl Kaio {
 
     /// Hands a request to the pool (remembering that it did), or gives it back if no worker
     /// can start.
-    fn hand_off(&self, c: Arc<KaioOp>) -> Result<(), Arc<KaioOp>> {
+    /// `started`: the kernel already moved some of its bytes.
+    fn hand_off(&self, c: Arc<KaioOp>, started: bool) -> Result<(), Arc<KaioOp>> {
         let key = Arc::as_ptr(&c) as usize;
         {
             let mut h = self.handed.lock().unwrap();
-            h.map.insert(key, Arc::downgrade(&c));
+            h.map.insert(key, (Arc::downgrade(&c), started));
             if h.map.len() >= h.sweep_at {
                 h.map
-                    .retain(|_, w| w.upgrade().is_some_and(|c| !c.is_done()));
+                    .retain(|_, (w, _)| w.upgrade().is_some_and(|c| !c.is_done()));
                 h.sweep_at = (2 * h.map.len()).max(SWEEP_MIN);
             }
         }
@@ -338,7 +357,29 @@ impl Kaio {
     }
 
     fn is_handed_off(&self, c: &dyn InFlight) -> bool {
-        self.handed.lock().unwrap().map.contains_key(&address(c))
+        self.handed_off(c).is_some()
+    }
+
+    /// Whether `c` was handed to the pool, and if so whether it had started (see `HandedOff`).
+    fn handed_off(&self, c: &dyn InFlight) -> Option<bool> {
+        self.handed
+            .lock()
+            .unwrap()
+            .map
+            .get(&address(c))
+            .map(|&(_, started)| started)
+    }
+
+    /// Cancels a request handed to the pool, unless it had already started.
+    fn cancel_handed_off(&self, c: &Started, started: bool, answer: Answer) -> AioCancelStat {
+        if !started {
+            self.pool.cancel(c, answer)
+        } else if answer == Answer::Wanted {
+            answer_within_bound(c.completion(), || self.wait_for(&**c))
+                .unwrap_or(AioCancelStat::AioNotCanceled)
+        } else {
+            AioCancelStat::AioNotCanceled
+        }
     }
 
     /// Fetches and records every event waiting in the ring; returns how many.
@@ -376,7 +417,7 @@ impl Kaio {
         // accepted iocb's event exactly once, so this gives back that one reference.
         let c = unsafe { Arc::from_raw(ev.data as *const KaioOp) };
         if nowait::needs_blocking_call(&c.request, ev.res) {
-            if let Err(c) = self.hand_off(c) {
+            if let Err(c) = self.hand_off(c, ev.res > 0) {
                 c.finish(ev.res);
             }
             return;
@@ -403,15 +444,15 @@ impl Kaio {
     }
 
     /// Cancels a request still queued in the pool; one in the kernel cannot be cancelled.
-    fn cancel_op(&self, c: &Started) -> AioCancelStat {
+    fn cancel_op(&self, c: &Started, answer: Answer) -> AioCancelStat {
         let Some(op) = c.as_any().downcast_ref::<KaioOp>() else {
             return AioCancelStat::AioNotCanceled;
         };
         if c.is_done() {
-            return AioCancelStat::AioAllDone;
+            return answer_for_done(c.completion());
         }
-        if self.is_handed_off(&**c) {
-            return self.pool.cancel(c);
+        if let Some(started) = self.handed_off(&**c) {
+            return self.cancel_handed_off(c, started, answer);
         }
         // SAFETY: the iocb lives inside `op`, which the caller's `Arc` keeps alive; the kernel
         // only reads its `aio_key`.
@@ -421,14 +462,22 @@ impl Kaio {
             // method chose, which need not be ECANCELED. So report it as still in progress.
             Ok(()) | Err(Errno::EINPROGRESS) => AioCancelStat::AioNotCanceled,
             // EINVAL: not cancellable, or no longer in the kernel (perhaps handed off since).
+            // Its event may be on its way to the pool (a stream that would block comes back
+            // with EAGAIN, and whoever fetched it hands it off): wait a bounded time for that.
             Err(_) => {
-                self.reap_some();
-                if c.is_done() {
-                    AioCancelStat::AioAllDone
-                } else if self.is_handed_off(&**c) {
-                    self.pool.cancel(c)
-                } else {
-                    AioCancelStat::AioNotCanceled
+                let deadline = std::time::Instant::now() + CANCEL_WAIT;
+                loop {
+                    self.reap_some();
+                    if c.is_done() {
+                        return answer_for_done(c.completion());
+                    }
+                    if let Some(started) = self.handed_off(&**c) {
+                        return self.cancel_handed_off(c, started, answer);
+                    }
+                    if answer == Answer::NotWanted || std::time::Instant::now() >= deadline {
+                        return AioCancelStat::AioNotCanceled;
+                    }
+                    self.wait_for(&**c);
                 }
             }
         }
@@ -468,8 +517,8 @@ impl Engine for Kaio {
         self.wait_for(op)
     }
 
-    fn cancel(&self, op: &Started) -> AioCancelStat {
-        self.cancel_op(op)
+    fn cancel(&self, op: &Started, answer: Answer) -> AioCancelStat {
+        self.cancel_op(op, answer)
     }
 }
 

@@ -4,8 +4,8 @@
 //! (`nowait`). Single operations go to a few shared rings (`ring.rs`), one per CPU: each thread
 //! keeps to one ring, whose lock it holds while it pushes its SQEs and enters the kernel, so
 //! that threads on different CPUs never wait for each other, and each thread submits exactly
-//! its own requests (io_uring cancels what a thread submitted, if still pending, when that
-//! thread exits).
+//! its own requests: io_uring finishes a request with work run on the thread that submitted it,
+//! which therefore waits for its requests before it exits (`thread_exit.rs`).
 //!
 //! Batches (`LioCb`) get a small ring of their own, taken from a pool. Their requests go in
 //! unlinked, after an `IORING_OP_TIMEOUT` whose completion count is the batch's size, hard-linked
@@ -14,6 +14,7 @@
 //! thread of ours (nor of io_uring's, as `IOSQE_IO_DRAIN` would) woken.
 
 mod ring;
+mod thread_exit;
 
 use std::{
     cell::Cell,
@@ -28,10 +29,10 @@ use std::{
 use io_uring::{opcode, Probe};
 use nix::{errno::Errno, sys::aio::AioCancelStat};
 
-use self::ring::{Ring, UringOp, FORCE_ASYNC};
+use self::ring::{Ring, UringOp};
 use super::{
     config::{Backend, Config},
-    engine::{Completion, Engine, InFlight, Signalling, Started},
+    engine::{Answer, Completion, Engine, InFlight, Signalling, Started},
     notify::Notifier,
 };
 
@@ -42,7 +43,7 @@ const MAX_CQ_ENTRIES: u32 = 65536;
 
 /// The engine: rings shared by single operations, and a pool of rings for batches.
 pub(crate) struct Uring {
-    /// The rings for single operations (and for batches too large for a ring of their own).
+    /// The rings for single operations.
     /// Each thread submits to one of them, chosen at its first submission, round-robin: a
     /// ring's lock is held across `io_uring_enter`, in which the kernel runs cached reads
     /// inline, so threads sharing one ring would take turns (measured: two tokio workers
@@ -53,6 +54,8 @@ pub(crate) struct Uring {
     /// Completion queue size of the shards after the first.
     shard_cq_entries: u32,
     batch_rings: Mutex<Vec<Arc<Ring>>>,
+    /// `Config::uring_async`: every request to io_uring's workers.
+    all_async: bool,
 }
 
 /// The most rings for single operations.
@@ -65,10 +68,15 @@ thread_local! {
     /// This thread's shard number (modulo the number of shards), once it has submitted.
     static SHARD: Cell<Option<usize>> = const { Cell::new(None) };
 }
-/// The largest batch that gets a ring of its own; larger ones share the main ring.
-const MAX_BATCH_RING: usize = 4095;
+/// The most requests a batch ring takes in one submission: io_uring's largest submission queue
+/// (32,768 entries) less the batch's counting timeout and signal write. The driver submits a
+/// larger batch in rounds (`EINCOMPLETE`), as it does past the in-flight limit.
+const MAX_BATCH_RING: usize = 32766;
 /// Idle batch rings kept for reuse.
 const BATCH_POOL_MAX: usize = 8;
+/// The pool keeps at most one batch ring larger than this (submission entries): a full-size
+/// one holds 3 MiB of queues, but creating it costs more than submitting 16,384 cached reads.
+const LARGE_RING_ENTRIES: usize = 4096;
 impl std::fmt::Debug for Uring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let shards: Vec<_> = self.shards.iter().filter_map(OnceLock::get).collect();
@@ -88,7 +96,8 @@ impl Uring {
         let sqpoll_idle_ms = config
             .uring_sqpoll()
             .map(|idle| u32::try_from(idle.as_millis()).unwrap_or(u32::MAX));
-        let first = Ring::new(SQ_ENTRIES, cq_entries, sqpoll_idle_ms, None)?;
+        let all_async = config.uring_async();
+        let first = Ring::new(SQ_ENTRIES, cq_entries, sqpoll_idle_ms, None, all_async)?;
         let unsupported = || io::Error::new(io::ErrorKind::Unsupported, "io_uring is too old");
         if !first.ring.params().is_feature_nodrop() {
             return Err(unsupported());
@@ -107,9 +116,6 @@ impl Uring {
         if !needed.iter().all(|&op| probe.is_supported(op)) {
             return Err(unsupported());
         }
-        if config.uring_async() {
-            FORCE_ASYNC.store(true, Ordering::Relaxed);
-        }
         let count = if sqpoll_idle_ms.is_some() {
             1
         } else {
@@ -123,6 +129,7 @@ impl Uring {
                 .max(2 * SQ_ENTRIES)
                 .next_power_of_two(),
             batch_rings: Mutex::new(Vec::new()),
+            all_async,
         })
     }
 
@@ -149,7 +156,13 @@ impl Uring {
             return ring.clone();
         }
         let fd = self.first().ring.as_raw_fd();
-        match Ring::new(SQ_ENTRIES, self.shard_cq_entries, None, Some(fd)) {
+        match Ring::new(
+            SQ_ENTRIES,
+            self.shard_cq_entries,
+            None,
+            Some(fd),
+            self.all_async,
+        ) {
             // If another thread created it meanwhile, `set` fails and drops this one unused.
             Ok(ring) => slot.get_or_init(|| Arc::new(ring)).clone(),
             Err(_) => self.first().clone(),
@@ -163,13 +176,15 @@ impl Uring {
         let needed = len + 2;
         {
             let mut pool = self.batch_rings.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(i) = pool.iter().position(|r| r.capacity() >= needed) {
+            // The smallest that fits, so that a small batch leaves a large ring to large ones.
+            let fitting = (0..pool.len()).filter(|&i| pool[i].capacity() >= needed);
+            if let Some(i) = fitting.min_by_key(|&i| pool[i].capacity()) {
                 return Ok(pool.swap_remove(i));
             }
         }
         let entries = needed.next_power_of_two().max(64) as u32;
         let first_fd = self.first().ring.as_raw_fd();
-        Ring::new(entries, 2 * entries, None, Some(first_fd)).map(Arc::new)
+        Ring::new(entries, 2 * entries, None, Some(first_fd), self.all_async).map(Arc::new)
     }
 
     /// Takes back a batch ring once everything it was given has completed. The shared rings
@@ -185,7 +200,8 @@ impl Uring {
         ring.settle();
         if Arc::strong_count(&ring) == 1 {
             let mut pool = self.batch_rings.lock().unwrap_or_else(|e| e.into_inner());
-            if pool.len() < BATCH_POOL_MAX {
+            let large = |r: &Ring| r.capacity() > LARGE_RING_ENTRIES;
+            if pool.len() < BATCH_POOL_MAX && !(large(&ring) && pool.iter().any(|r| large(r))) {
                 pool.push(ring);
             }
         }
@@ -208,6 +224,7 @@ impl Engine for Uring {
     unsafe fn submit_one(&self, c: Completion) -> Result<Started, Errno> {
         let op = UringOp::new(c, &self.ring_for_this_thread());
         op.ring.submit(std::slice::from_ref(&op), None)?;
+        thread_exit::track(std::slice::from_ref(&op), false);
         Ok(op)
     }
 
@@ -215,6 +232,7 @@ impl Engine for Uring {
         let ring = self.ring_for_this_thread();
         let ops: Vec<Arc<UringOp>> = batch.into_iter().map(|c| UringOp::new(c, &ring)).collect();
         let accepted = ring.submit(&ops, None)?;
+        thread_exit::track(&ops[..accepted], false);
         Ok(ops
             .into_iter()
             .take(accepted)
@@ -235,7 +253,8 @@ impl Engine for Uring {
         let ops: Vec<Arc<UringOp>> = batch.into_iter().map(|c| UringOp::new(c, &ring)).collect();
         // A batch ring has room for the whole batch, so all of it is queued (only a failing
         // io_uring_enter could stop it half way, and what is queued runs).
-        ring.submit(&ops, notifier)?;
+        let accepted = ring.submit(&ops, notifier)?;
+        thread_exit::track(&ops[..accepted], true);
         Ok(ops.into_iter().map(|op| op as Started).collect())
     }
 
@@ -266,9 +285,9 @@ impl Engine for Uring {
         }
     }
 
-    fn cancel(&self, op: &Started) -> AioCancelStat {
+    fn cancel(&self, op: &Started, answer: Answer) -> AioCancelStat {
         match op.as_any().downcast_ref::<UringOp>() {
-            Some(op) => op.ring.cancel(op),
+            Some(op) => op.ring.cancel(op, answer),
             None => AioCancelStat::AioNotCanceled,
         }
     }

@@ -10,8 +10,9 @@
 //! wakes epoll the result is waiting in the completion queue.
 //!
 //! The linked write resolves its fd when it is issued, not when it is submitted. The write holds
-//! an `Arc<Notifier>` (its own `user_data`, tagged) until its CQE is reaped, so the eventfd is
-//! never closed or lent to another operation while a write may still target its number.
+//! a reference to the notifier (its own `user_data`, tagged: the request's `Arc<UringOp>`, or a
+//! batch's `Arc<Notifier>`) until its CQE is reaped, so the eventfd is never closed or lent to
+//! another operation while a write may still target its number.
 //!
 //! Rings are created without `IORING_SETUP_DEFER_TASKRUN` (the linked write would then only run
 //! inside `io_uring_enter(GETEVENTS)`, and epoll would never wake) and with `dontfork`, so a
@@ -32,17 +33,23 @@ use io_uring::{opcode, squeue, types, IoUring};
 use nix::{errno::Errno, sys::aio::AioCancelStat};
 
 use super::super::{
-    engine::{Completion, InFlight, OpKind, Request, WAIT_SLICE},
+    engine::{
+        answer_within_bound, Answer, Completion, InFlight, OpKind, Request, CANCEL_REPLY_WAIT,
+        WAIT_SLICE,
+    },
     notify::Notifier,
+    policy::Classifier,
 };
 
 /// The low bits of `user_data` say what a CQE belongs to (the pointers are 8-aligned).
-const TAG_MASK: u64 = 0b11;
+const TAG_MASK: u64 = 0b111;
 const TAG_OP: u64 = 0;
 const TAG_SIGNAL: u64 = 1;
 const TAG_CANCEL: u64 = 2;
 /// A CQE with nothing to record (a batch's counting timeout).
 const TAG_IGNORE: u64 = 3;
+/// The linked write that signals one request's notifier (`user_data`: the request's `UringOp`).
+const TAG_OP_SIGNAL: u64 = 4;
 
 /// The time limit of a batch's counting timeout: never reached in practice (136 years).
 static NEVER: types::Timespec = types::Timespec::new().sec(1 << 32);
@@ -67,6 +74,9 @@ struct CancelState {
 pub(crate) struct UringOp {
     completion: Completion,
     pub ring: Arc<Ring>,
+    /// Set while the linked write that signals `kernel_signal` has not posted its CQE, so that
+    /// a submitting thread that exits can wait for it (`thread_exit`).
+    pub signal_write_pending: AtomicBool,
 }
 
 impl UringOp {
@@ -74,6 +84,7 @@ impl UringOp {
         Arc::new(UringOp {
             completion,
             ring: ring.clone(),
+            signal_write_pending: AtomicBool::new(false),
         })
     }
 }
@@ -114,28 +125,16 @@ pub(crate) struct Ring {
     cq: Mutex<()>,
     /// CQEs still to come for the SQEs pushed so far: a batch ring is reused only at zero, so no
     /// completion of one batch can reach the next. Incremented under `sq`, before the push.
-    outstanding: AtomicUsize,
+    pub(super) outstanding: AtomicUsize,
     /// Set (under `sq`) when `outstanding` exceeded the completion queue's size, the only way
     /// the queue can overflow into the kernel's overflow list; cleared (under `sq`) once the
     /// list is known to be empty again. While it is clear, reaping need not look at the
     /// submission queue's overflow flag, so reapers never wait for submitters.
     overflow_risk: AtomicBool,
+    /// Every request goes to io_uring's workers (`IOSQE_ASYNC`), whatever its file
+    /// (`Config::uring_async`); otherwise the file's policy decides (`policy`).
+    all_async: bool,
 }
-
-/// Set `IOSQE_ASYNC` on every request: see `BLOCKED_SUBMIT`.
-pub(super) static FORCE_ASYNC: AtomicBool = AtomicBool::new(false);
-
-/// A submission that takes this long probably ran a request inline instead of queueing it:
-/// some files (a FUSE file served with direct I/O but without `FUSE_ASYNC_DIO`, for example) do
-/// that, for as long as the filesystem takes. After `BLOCKED_STRIKES` such submissions, every
-/// later request is queued to io_uring's workers with `IOSQE_ASYNC`, so the caller's thread is
-/// not blocked again. One strike is not enough: on a loaded machine a thread can be preempted in
-/// the middle of a submission for tens of milliseconds (seen at load 11), and queueing every
-/// request to workers halves the throughput of cached reads. `MIO_AIO_URING_ASYNC=1` queues
-/// them from the start.
-const BLOCKED_SUBMIT: std::time::Duration = std::time::Duration::from_millis(50);
-const BLOCKED_STRIKES: usize = 2;
-static STRIKES: AtomicUsize = AtomicUsize::new(0);
 
 impl std::fmt::Debug for Ring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -152,6 +151,7 @@ impl Ring {
         cq_entries: u32,
         sqpoll_idle_ms: Option<u32>,
         attach_wq: Option<RawFd>,
+        all_async: bool,
     ) -> io::Result<Ring> {
         let mut builder = IoUring::builder();
         builder
@@ -179,6 +179,7 @@ impl Ring {
             cq: Mutex::new(()),
             outstanding: AtomicUsize::new(0),
             overflow_risk: AtomicBool::new(false),
+            all_async,
         })
     }
 
@@ -196,6 +197,13 @@ impl Ring {
         batch: &[Arc<UringOp>],
         batch_signal: Option<&Arc<Notifier>>,
     ) -> Result<usize, Errno> {
+        // Requests the kernel might run inside the enter below, for as long as their file's
+        // server takes (see `policy`), go straight to a kernel worker. Decided before the lock.
+        let mut files = Classifier::default();
+        let to_worker: Vec<bool> = batch
+            .iter()
+            .map(|c| self.all_async || files.uring_async(c.request.fd))
+            .collect();
         // Held until after the enter below: see `Ring::sq`.
         let _submitting = lock_briefly_held(&self.sq);
         // SAFETY: `self.sq` is held, so this is the only live handle on the submission queue.
@@ -229,7 +237,7 @@ impl Ring {
             }
             let mut data = data.user_data(Arc::into_raw(c.clone()) as u64 | TAG_OP);
             self.owe(needed);
-            if FORCE_ASYNC.load(Ordering::Relaxed) {
+            if to_worker[pushed] {
                 data = data.flags(squeue::Flags::ASYNC);
             }
             // SAFETY: the request's buffers stay valid until its CQE is reaped (the driver's
@@ -237,9 +245,10 @@ impl Ring {
             unsafe {
                 match signal {
                     None => sq.push(&data),
-                    Some(n) => {
-                        sq.push_multiple(&[data.flags(squeue::Flags::IO_HARDLINK), signal_entry(n)])
-                    }
+                    Some(n) => sq.push_multiple(&[
+                        data.flags(squeue::Flags::IO_HARDLINK),
+                        op_signal_entry(c, n),
+                    ]),
                 }
                 .expect("room was made above")
             };
@@ -284,14 +293,7 @@ impl Ring {
     fn enter_all(&self, mut pending: usize) -> Result<(), Errno> {
         let sqpoll = self.ring.params().is_setup_sqpoll();
         loop {
-            let start = std::time::Instant::now();
-            let res = self.ring.submitter().submit();
-            if start.elapsed() >= BLOCKED_SUBMIT
-                && STRIKES.fetch_add(1, Ordering::Relaxed) + 1 >= BLOCKED_STRIKES
-            {
-                FORCE_ASYNC.store(true, Ordering::Relaxed);
-            }
-            match res {
+            match self.ring.submitter().submit() {
                 Ok(n) if n == 0 || n >= pending || sqpoll => return Ok(()),
                 Ok(n) => pending -= n,
                 Err(e) => match e.raw_os_error() {
@@ -390,7 +392,7 @@ impl Ring {
     }
 
     /// Sends `IORING_OP_ASYNC_CANCEL` for the request and waits for the kernel's answer.
-    pub(crate) fn cancel(&self, c: &UringOp) -> AioCancelStat {
+    pub(crate) fn cancel(&self, c: &UringOp, answer: Answer) -> AioCancelStat {
         let state = Arc::new(CancelState {
             res: AtomicI32::new(PENDING),
         });
@@ -417,20 +419,26 @@ impl Ring {
                 return AioCancelStat::AioNotCanceled;
             }
         }
+        // The kernel answers a cancel at once; the bound only keeps a broken ring from hanging
+        // the caller (the state then stays with its SQE until its CQE, if ever).
+        let deadline = std::time::Instant::now() + CANCEL_REPLY_WAIT;
         while state.res.load(Ordering::Acquire) == PENDING {
+            if std::time::Instant::now() >= deadline {
+                return AioCancelStat::AioNotCanceled;
+            }
             let ts = types::Timespec::from(WAIT_SLICE);
             let args = types::SubmitArgs::new().timespec(&ts);
             let _ = self.ring.submitter().submit_with_args(1, &args);
             self.reap();
         }
         match -state.res.load(Ordering::Acquire) {
+            // Found and stopped: the request ends with ECANCELED.
             0 => AioCancelStat::AioCanceled,
-            libc::ENOENT => {
-                // Already finished: make sure its result is recorded before saying so.
-                self.reap();
-                AioCancelStat::AioAllDone
-            }
-            _ => AioCancelStat::AioNotCanceled,
+            // ENOENT: finished, or between the kernel's queues; EALREADY: running on a kernel
+            // worker, which the cancel may still interrupt (ending it with ECANCELED). Either
+            // way, the result decides the answer, if it comes within the bound.
+            _ if answer == Answer::NotWanted => AioCancelStat::AioNotCanceled,
+            _ => answer_within_bound(c, || self.wait(c)).unwrap_or(AioCancelStat::AioNotCanceled),
         }
     }
 }
@@ -482,6 +490,16 @@ fn dispatch(user_data: u64, res: i32) {
                 n.signal();
             }
         }
+        TAG_OP_SIGNAL => {
+            // SAFETY: made by `Arc::into_raw` in `op_signal_entry`; exactly one CQE per write.
+            let c = unsafe { Arc::from_raw(ptr as *const UringOp) };
+            if res < 0 {
+                if let Some(n) = &c.kernel_signal {
+                    n.signal();
+                }
+            }
+            c.signal_write_pending.store(false, Ordering::Release);
+        }
         TAG_CANCEL => {
             // SAFETY: made by `Arc::into_raw` in `cancel`; exactly one CQE per cancel.
             let state = unsafe { Arc::from_raw(ptr as *const CancelState) };
@@ -521,4 +539,14 @@ fn signal_entry(n: &Arc<Notifier>) -> squeue::Entry {
     opcode::Write::new(types::Fd(n.fd()), (&ONE as *const u64).cast(), 8)
         .build()
         .user_data(Arc::into_raw(n.clone()) as u64 | TAG_SIGNAL)
+}
+
+/// The linked write that signals the notifier of request `c`. Its `user_data` holds a reference
+/// to the request (which holds the notifier) until its CQE, which clears `signal_write_pending`.
+fn op_signal_entry(c: &Arc<UringOp>, n: &Arc<Notifier>) -> squeue::Entry {
+    n.will_be_signalled();
+    c.signal_write_pending.store(true, Ordering::Relaxed);
+    opcode::Write::new(types::Fd(n.fd()), (&ONE as *const u64).cast(), 8)
+        .build()
+        .user_data(Arc::into_raw(c.clone()) as u64 | TAG_OP_SIGNAL)
 }
