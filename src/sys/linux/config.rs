@@ -84,7 +84,7 @@ impl FromStr for Backend {
 /// |---|---|---|---|
 /// | backend | the first that works: io_uring, kernel AIO, threads | `MIO_AIO_BACKEND` = `io_uring`, `kaio`, `threads` or `auto` | [`ConfigBuilder::backend`], [`set_backend`](crate::set_backend) |
 /// | io_uring SQPOLL | off | `MIO_AIO_URING_SQPOLL` = idle time in ms | [`ConfigBuilder::uring_sqpoll`] |
-/// | io_uring `IOSQE_ASYNC` on every request | off | `MIO_AIO_URING_ASYNC=1` | [`ConfigBuilder::uring_async`] |
+/// | io_uring `IOSQE_ASYNC` on every request (not only on FUSE and network file systems) | off | `MIO_AIO_URING_ASYNC=1` | [`ConfigBuilder::uring_async`] |
 /// | cached reads done inside `submit` | on | `MIO_AIO_CACHED_READS=0` | [`ConfigBuilder::cached_reads`] |
 /// | operations in flight per process | 16384 | `MIO_AIO_MAX_IN_FLIGHT` | [`ConfigBuilder::max_in_flight`] |
 /// | worker threads (thread pool, kernel AIO's helpers) | 64 | `MIO_AIO_THREADS` | [`ConfigBuilder::max_threads`] |
@@ -243,8 +243,8 @@ impl ConfigBuilder {
         self
     }
 
-    /// Queues every io_uring request to io_uring's workers (`IOSQE_ASYNC`): for file systems
-    /// whose direct I/O would otherwise run inside the submitting call.
+    /// Queues every io_uring request to io_uring's workers (`IOSQE_ASYNC`), not only those on
+    /// FUSE and network file systems, which the per-file policy sends there anyway.
     pub fn uring_async(&mut self, on: bool) -> &mut Self {
         self.uring_async = Some(on);
         self
