@@ -113,10 +113,11 @@
 //!
 //! # Settings and their defaults
 //! On Linux the backend is chosen, and set up, when the first operation is registered or
-//! submitted (or at the first call of `backend()`); these environment variables are read at
-//! that moment (`MIO_AIO_CACHED_READS` at the first read), once per process, so set them
-//! before the program starts. A number setting given something that is not a number keeps
-//! its default. FreeBSD reads none of them: its limits are the `vfs.aio` sysctls above.
+//! submitted (or at the first call of `backend()`); the settings are read at that moment, once
+//! per process. Each can be set from code before then with `Config::builder()` (a value set in
+//! code wins over the environment) and read back with `config()`; the environment variables
+//! below change the defaults. A number setting given something that is not a number keeps its
+//! default. FreeBSD reads none of them: its limits are the `vfs.aio` sysctls above.
 //!
 //! | Variable | Default | Effect |
 //! |---|---|---|
@@ -124,19 +125,23 @@
 //! | `MIO_AIO_MAX_IN_FLIGHT` | `16384` | Operations in flight per process (at least 1); beyond it, `EAGAIN`. |
 //! | `MIO_AIO_CACHED_READS` | on | `0` sends every read to the backend, instead of finishing reads of cached data inside `submit` with `preadv2(RWF_NOWAIT)`. |
 //! | `MIO_AIO_THREADS` | `64` | The most worker threads of the thread pool (the backend, and kernel AIO's helper for buffered I/O that would block); idle workers leave after 5 s. |
-//! | `MIO_AIO_URING_ASYNC` | off (`0`) | `1` queues every io_uring request to the kernel's workers from the start. Without it, this starts by itself after two submissions that took 50 ms or more (files whose direct I/O is synchronous, such as some FUSE file systems). |
+//! | `MIO_AIO_URING_ASYNC` | off (`0`) | `1` queues every io_uring request to the kernel's workers. Without it, only requests on FUSE and network file systems go there (the per-file policy), from the first operation. |
 //! | `MIO_AIO_URING_SQPOLL` | unset: no polling thread | `<ms>`: a kernel thread picks up submissions (one system call fewer per operation, no interrupted polls) and spins for `<ms>` milliseconds after each burst; uses a single ring. Needs a spare CPU. |
 #![cfg_attr(
     target_os = "linux",
     doc = "
 The backend can also be chosen in code with [`set_backend`](crate::set_backend), and
-[`backend`](crate::backend) says which one is in use: see [`Backend`](crate::Backend)."
+[`backend`](crate::backend) says which one is in use: see [`Backend`](crate::Backend). Every
+setting can be set in code with [`Config::builder`](crate::Config::builder) and read back
+with [`config`](crate::config)."
 )]
 #![cfg_attr(
     not(target_os = "linux"),
     doc = "
 On Linux the backend can also be chosen in code with `mio_aio::set_backend`, and
-`mio_aio::backend()` says which one is in use (these exist on Linux only)."
+`mio_aio::backend()` says which one is in use; every setting can be set in code with
+`mio_aio::Config::builder()` and read back with `mio_aio::config()` (these exist on Linux
+only)."
 )]
 //!
 //! [`SourceApi::aio_return`]: crate::SourceApi::aio_return

@@ -447,6 +447,21 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+/// Calls the `libc` function `$fn`, which returns `-1` (or another negative value) and sets
+/// `errno` on failure, and returns a `nix::Result` of its value: the crate's one way to turn a
+/// system call's failure into an error (`Errno` converts into `io::Error` with `?`).
+///
+/// The call is unsafe: each use says, in a `// SAFETY:` comment, why its arguments satisfy
+/// the function's contract.
+macro_rules! syscall {
+    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
+        #[allow(unused_unsafe)]
+        // SAFETY: the caller's `// SAFETY:` comment, at the use.
+        let res = unsafe { libc::$fn($($arg),*) };
+        nix::errno::Errno::result(res)
+    }};
+}
+
 pub mod guide;
 mod lio;
 #[cfg_attr(not(target_os = "freebsd"), allow(dead_code))]
@@ -489,7 +504,7 @@ pub use source::{Fsync, ReadAt, ReadvAt, Source, SourceApi, WriteAt, WritevAt};
 
 #[cfg(target_os = "linux")]
 #[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
-pub use sys::linux_api::{backend, set_backend, Backend};
+pub use sys::linux_api::{backend, config, set_backend, Backend, Config, ConfigBuilder};
 
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

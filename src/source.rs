@@ -263,6 +263,13 @@ impl<T: sys::Operation> SourceApi for Source<T> {
     }
 }
 
+impl<T: sys::Operation> Source<T> {
+    /// Asks for cancellation without waiting for the answer: see `sys::Operation`.
+    pub(crate) fn request_cancel(self: Pin<&mut Self>) {
+        self.inner().request_cancel()
+    }
+}
+
 #[cfg(all(feature = "tokio", target_os = "linux"))]
 impl<T: sys::Operation> Source<T> {
     /// For the tokio layer: see `sys::Operation::attach_notify_fd`.

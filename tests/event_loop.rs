@@ -41,12 +41,13 @@ fn run_loop(options: support::fuse::SlowFsOptions) {
 
     const READS: usize = 32;
     const LEN: usize = 4096;
+    // Every bound is a fraction of the injected delay: a stall shows as at least DELAY.
     const DELAY: Duration = Duration::from_millis(200);
-    const BOUND: Duration = Duration::from_millis(50);
+    const BOUND: Duration = Duration::from_millis(200 / 4);
     // The client's round trip also waits for the client thread to be scheduled, which on a busy
-    // 2-core machine alone has taken 100 ms; still well below a 200 ms stall.
-    const ECHO_BOUND: Duration = Duration::from_millis(150);
-    const TICK: Duration = Duration::from_millis(20);
+    // 2-core machine alone has taken half the delay; still below a full stall.
+    const ECHO_BOUND: Duration = Duration::from_millis(200 * 3 / 4);
+    const TICK: Duration = Duration::from_millis(200 / 10);
     const LISTENER: Token = Token(1000);
     const CONN: Token = Token(1001);
 

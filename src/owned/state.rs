@@ -244,11 +244,12 @@ struct Orphaned<T, B, F> {
 }
 
 impl<T: Kind, B: Send, F: Send> Orphan for Orphaned<T, B, F> {
-    /// The first check, on the reaper's thread, asks to cancel the operation: a truthful
-    /// `cancel` may wait briefly for the system's answer, which a drop must never do.
+    /// The first check, on the reaper's thread, asks to cancel the operation, without waiting
+    /// for the answer (`cancel` may wait briefly for it, which neither a drop nor the reaper,
+    /// which checks every orphan in turn, should do).
     fn is_done(&mut self) -> bool {
         if !std::mem::replace(&mut self.cancel_requested, true) {
-            let _ = self.op.as_mut().cancel();
+            self.op.as_mut().request_cancel();
         }
         !running(&mut self.op)
     }

@@ -33,21 +33,6 @@ use super::parked::Parked;
 /// `EPOLL_CTL_ADD`/`DEL` again. (Parked ones have a bound of their own, `parked::PARKED_MAX`.)
 const POOL_MAX: usize = 256;
 
-/// Converts a `-1`-with-errno return value into an `io::Result`.
-macro_rules! syscall {
-    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
-        // SAFETY: each use passes arguments that satisfy the called function's contract, as
-        // stated at the call site.
-        #[allow(unused_unsafe)]
-        let res = unsafe { libc::$fn($($arg),*) };
-        if res == -1 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(res)
-        }
-    }};
-}
-
 /// Idle eventfds, not in any epoll set.
 #[derive(Debug, Default)]
 pub(crate) struct NotifierPool {
@@ -66,8 +51,13 @@ impl NotifierPool {
             }
             return Ok(fd);
         }
-        let fd =
-            self.retry_on_emfile(|| syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK)))?;
+        // SAFETY: eventfd takes no pointers.
+        let fd = self.retry_on_emfile(|| {
+            Ok(syscall!(eventfd(
+                0,
+                libc::EFD_CLOEXEC | libc::EFD_NONBLOCK
+            ))?)
+        })?;
         // SAFETY: eventfd just returned this new fd, and nothing else owns it.
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     }
@@ -147,7 +137,7 @@ fn drain(fd: RawFd) {
     let mut count = 0u64;
     // SAFETY: reads 8 bytes into a local u64; the fd is a nonblocking eventfd we own, so this
     // returns at once (EAGAIN when the counter is already zero, which is fine).
-    unsafe { libc::read(fd, (&mut count as *mut u64).cast(), 8) };
+    let _ = syscall!(read(fd, (&mut count as *mut u64).cast(), 8));
 }
 
 /// One eventfd, lent to one operation or batch at a time.
@@ -177,10 +167,10 @@ impl Notifier {
         })
     }
 
-    /// An eventfd that is never pooled (a backend's private wake-up channel), blocking or not.
-    pub(crate) fn private(pool: &'static NotifierPool, nonblocking: bool) -> io::Result<Notifier> {
-        let flags = libc::EFD_CLOEXEC | if nonblocking { libc::EFD_NONBLOCK } else { 0 };
-        let fd = syscall!(eventfd(0, flags))?;
+    /// A blocking eventfd that is never pooled: the reaper thread's wake-up channel.
+    pub(crate) fn private(pool: &'static NotifierPool) -> io::Result<Notifier> {
+        // SAFETY: eventfd takes no pointers.
+        let fd = syscall!(eventfd(0, libc::EFD_CLOEXEC))?;
         Ok(Notifier {
             // SAFETY: eventfd just returned this new fd, and nothing else owns it.
             fd: Some(unsafe { OwnedFd::from_raw_fd(fd) }),
@@ -197,7 +187,7 @@ impl Notifier {
 
     /// Whether this process made the notifier (not a parent, across `fork`).
     pub(crate) fn is_ours(&self) -> bool {
-        self.generation == super::driver::fork_generation()
+        self.generation == super::fork::generation()
     }
 
     pub(crate) fn fd(&self) -> RawFd {
@@ -210,7 +200,7 @@ impl Notifier {
         let one = 1u64;
         // SAFETY: writes 8 bytes from a local u64 to an eventfd this notifier owns. It cannot
         // fail short of counter overflow, which 2^64 - 2 signals would take.
-        unsafe { libc::write(self.fd(), (&one as *const u64).cast(), 8) };
+        let _ = syscall!(write(self.fd(), (&one as *const u64).cast(), 8));
     }
 
     /// Records that the kernel has been asked to signal the eventfd (a linked io_uring write, a
@@ -223,7 +213,7 @@ impl Notifier {
     pub(crate) fn wait(&self) {
         let mut count = 0u64;
         // SAFETY: reads 8 bytes into a local u64 from an eventfd this notifier owns.
-        unsafe { libc::read(self.fd(), (&mut count as *mut u64).cast(), 8) };
+        let _ = syscall!(read(self.fd(), (&mut count as *mut u64).cast(), 8));
     }
 
     /// Adds the eventfd to the epoll set `epfd` under `token` (edge-triggered, as mio does).
@@ -251,7 +241,8 @@ impl Notifier {
             u64: token,
         };
         // SAFETY: epoll_ctl only reads `event`, a valid local; bad fds give an error.
-        syscall!(epoll_ctl(epfd, op, self.fd(), &mut event)).map(drop)
+        syscall!(epoll_ctl(epfd, op, self.fd(), &mut event))?;
+        Ok(())
     }
 }
 

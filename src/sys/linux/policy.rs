@@ -29,14 +29,15 @@
 //! `fstatfs`. A single read served from the page cache is done before any of this (`nowait`),
 //! so costs nothing here.
 //!
-//! `MIO_AIO_URING_ASYNC=1` overrides the table for io_uring: every request gets `IOSQE_ASYNC`.
+//! `Config::uring_async` (`MIO_AIO_URING_ASYNC=1`) overrides the table for io_uring: every
+//! request gets `IOSQE_ASYNC` (the ring applies it, see `uring/ring.rs`).
 
 use std::{
     cell::Cell,
     os::fd::RawFd,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Mutex, OnceLock,
+        Mutex,
     },
 };
 
@@ -88,12 +89,6 @@ pub(crate) fn classify(fd: RawFd) -> FileClass {
     }
 }
 
-/// Whether io_uring must queue every request to its workers (`MIO_AIO_URING_ASYNC=1`).
-fn uring_always_async() -> bool {
-    static ALWAYS: OnceLock<bool> = OnceLock::new();
-    *ALWAYS.get_or_init(|| std::env::var("MIO_AIO_URING_ASYNC").is_ok_and(|v| v == "1"))
-}
-
 /// Classifies the requests of one submission, looking at each descriptor once: within one
 /// call the requests name their files by number exactly as the kernel will see them.
 #[derive(Debug, Default)]
@@ -116,7 +111,7 @@ impl Classifier {
 
     /// Whether io_uring runs a request on `fd` with `IOSQE_ASYNC` (straight to a kernel worker).
     pub(crate) fn uring_async(&mut self, fd: RawFd) -> bool {
-        uring_always_async() || self.class(fd).needs_worker()
+        self.class(fd).needs_worker()
     }
 
     /// Whether kernel AIO hands a request on `fd` to its worker threads without trying the
@@ -138,29 +133,25 @@ fn statx(fd: RawFd, mask: u32) -> Option<libc::statx> {
         let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
         // SAFETY: the kernel writes one `struct statx` into the buffer; the path is null or a
         // static empty C string, which AT_EMPTY_PATH makes it resolve to `fd` itself.
-        let res = unsafe {
-            libc::syscall(
-                libc::SYS_statx,
-                fd,
-                path,
-                libc::AT_EMPTY_PATH | libc::AT_STATX_DONT_SYNC,
-                mask,
-                stx.as_mut_ptr(),
-            )
-        };
+        syscall!(syscall(
+            libc::SYS_statx,
+            fd,
+            path,
+            libc::AT_EMPTY_PATH | libc::AT_STATX_DONT_SYNC,
+            mask,
+            stx.as_mut_ptr(),
+        ))
         // SAFETY: zero is a valid `struct statx`, and on success the kernel filled it.
-        (res == 0).then(|| unsafe { stx.assume_init() })
+        .map(|_| unsafe { stx.assume_init() })
     };
     if !NULL_PATH_REFUSED.load(Ordering::Relaxed) {
         match call(std::ptr::null()) {
-            Some(stx) => return Some(stx),
-            None if Errno::last() == Errno::EFAULT => {
-                NULL_PATH_REFUSED.store(true, Ordering::Relaxed)
-            }
-            None => return None,
+            Ok(stx) => return Some(stx),
+            Err(Errno::EFAULT) => NULL_PATH_REFUSED.store(true, Ordering::Relaxed),
+            Err(_) => return None,
         }
     }
-    call(c"".as_ptr())
+    call(c"".as_ptr()).ok()
 }
 
 /// What identifies a mount in the cache of file system kinds.

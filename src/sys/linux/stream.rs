@@ -1,5 +1,5 @@
 //! Cancellable reads and writes on streams (pipes, FIFOs, sockets, terminals), as the thread
-//! pool runs them, and the rule every engine follows to answer `cancel()` truthfully.
+//! pool runs them.
 //!
 //! A plain blocking `read` on an empty pipe cannot be interrupted from another thread, so a
 //! worker never makes one. It waits in `poll` on the stream and on a private eventfd, and only
@@ -9,59 +9,20 @@
 //! otherwise the transfer has already happened and the request ends with its result. So the
 //! decision is made in one place, and the answer is always true.
 //!
-//! # What `cancel()` answers (every engine)
-//! Once a request is done, the answer comes from its result: `ECANCELED` gives `AioCanceled`,
-//! anything else `AioAllDone`. A request whose fate the engine cannot decide at once (io_uring's
-//! `-EALREADY`: running on a kernel worker, which the cancel may still interrupt; a pool job that
-//! has not yet shown whether it is a stream) is waited for, at most [`CANCEL_WAIT`]; if it is
-//! still running then, the answer is `AioNotCanceled`, and the request may still end in any way,
-//! `ECANCELED` included.
+//!
+//! What `cancel()` answers, on every engine, is decided in `engine.rs` (`answer_for_done`).
 
 use std::{
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     sync::Mutex,
-    time::{Duration, Instant},
 };
 
-use nix::{errno::Errno, sys::aio::AioCancelStat};
+use nix::errno::Errno;
 
-use super::driver::{Completion, OpKind, Request};
-
-/// How long `cancel()` waits, at most, for a request whose fate is not yet known.
-pub(crate) const CANCEL_WAIT: Duration = Duration::from_millis(50);
-
-/// The longest io_uring's `cancel` waits for the CQE of its own cancel request.
-pub(crate) const CANCEL_REPLY_WAIT: Duration = Duration::from_secs(1);
+use super::engine::{OpKind, Request};
 
 /// How often a wait without an eventfd (none could be made: `EMFILE`) looks for a cancel.
 const POLL_SLICE_MS: libc::c_int = 20;
-
-/// The answer `cancel()` gives about a request that is done.
-pub(crate) fn answer_for_done(c: &Completion) -> AioCancelStat {
-    match c.result() {
-        Err(Errno::ECANCELED) => AioCancelStat::AioCanceled,
-        _ => AioCancelStat::AioAllDone,
-    }
-}
-
-/// Waits at most [`CANCEL_WAIT`] for `c` to be done, calling `progress` (which must return
-/// within a few milliseconds) between checks; returns the answer for the done request, or
-/// `None` if it is still running.
-pub(crate) fn answer_within_bound(
-    c: &Completion,
-    mut progress: impl FnMut(),
-) -> Option<AioCancelStat> {
-    let deadline = Instant::now() + CANCEL_WAIT;
-    loop {
-        if c.is_done() {
-            return Some(answer_for_done(c));
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        progress();
-    }
-}
 
 /// Whether a request of this kind moves data, so that on a stream it waits for readiness.
 pub(crate) fn is_transfer(kind: OpKind) -> bool {
@@ -110,7 +71,7 @@ impl StreamWait {
         if let Some(wake) = &self.wake {
             let one: u64 = 1;
             // SAFETY: writes 8 bytes from a local to an eventfd we own.
-            unsafe { libc::write(wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+            let _ = syscall!(write(wake.as_raw_fd(), (&one as *const u64).cast(), 8));
         }
         true
     }
@@ -138,7 +99,7 @@ impl StreamWait {
                 },
             ];
             // SAFETY: `fds` is a local array of two pollfds (a negative fd is ignored).
-            let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
+            let n = syscall!(poll(fds.as_mut_ptr(), 2, timeout)).unwrap_or(0);
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
             if *state == State::Cancelled {
                 return -i64::from(libc::ECANCELED);
@@ -176,36 +137,26 @@ fn transfer_nowait(r: &Request) -> i64 {
         // SAFETY: the request's pointers describe buffers (or an iovec array) that its operation
         // borrows until its completion is recorded (the driver's contract); `one` outlives the
         // call. Offset -1 means the stream's own position.
-        let res = unsafe {
-            if write {
-                libc::pwritev2(r.fd, iov, count, -1, libc::RWF_NOWAIT)
-            } else {
-                libc::preadv2(r.fd, iov, count, -1, libc::RWF_NOWAIT)
-            }
-        } as i64;
-        if res >= 0 {
-            return res;
-        }
-        match Errno::last_raw() {
-            libc::EINTR => continue,
-            libc::EOPNOTSUPP => {
+        let res = if write {
+            syscall!(pwritev2(r.fd, iov, count, -1, libc::RWF_NOWAIT))
+        } else {
+            syscall!(preadv2(r.fd, iov, count, -1, libc::RWF_NOWAIT))
+        };
+        let res = match res {
+            Err(Errno::EOPNOTSUPP) => {
                 // SAFETY: as above.
-                let res = unsafe {
-                    if write {
-                        libc::writev(r.fd, iov, count)
-                    } else {
-                        libc::readv(r.fd, iov, count)
-                    }
-                } as i64;
-                if res >= 0 {
-                    return res;
-                }
-                match Errno::last_raw() {
-                    libc::EINTR => continue,
-                    errno => return -i64::from(errno),
+                if write {
+                    syscall!(writev(r.fd, iov, count))
+                } else {
+                    syscall!(readv(r.fd, iov, count))
                 }
             }
-            errno => return -i64::from(errno),
+            other => other,
+        };
+        match res {
+            Ok(n) => return n as i64,
+            Err(Errno::EINTR) => continue,
+            Err(errno) => return -(errno as i64),
         }
     }
 }

@@ -24,7 +24,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{types, Completion, Ring, WAIT_SLICE};
+use io_uring::types;
+
+use super::{
+    super::engine::{Started, WAIT_SLICE},
+    ring::{Ring, UringOp},
+};
 
 /// How long an exiting thread waits for its requests on files and block devices.
 const STORAGE_WAIT: Duration = Duration::from_secs(10);
@@ -37,7 +42,7 @@ const PRUNE_AT: usize = 64;
 /// The requests this thread submitted that the kernel may not be done with.
 struct Submitted {
     /// Each request, and whether it went to a batch ring (whose every CQE is the batch's).
-    requests: RefCell<Vec<(Weak<Completion>, bool)>>,
+    requests: RefCell<Vec<(Weak<UringOp>, bool)>>,
     prune_at: Cell<usize>,
 }
 
@@ -52,7 +57,7 @@ thread_local! {
 
 /// Records requests this thread has just submitted to io_uring (`batch_ring`: to a ring of
 /// their own). From a thread-local destructor, after this one ran, it records nothing.
-pub(super) fn track(requests: &[Arc<Completion>], batch_ring: bool) {
+pub(super) fn track(requests: &[Arc<UringOp>], batch_ring: bool) {
     let _ = SUBMITTED.try_with(|s| {
         let mut list = s.requests.borrow_mut();
         list.extend(requests.iter().map(|c| (Arc::downgrade(c), batch_ring)));
@@ -67,13 +72,10 @@ pub(super) fn track(requests: &[Arc<Completion>], batch_ring: bool) {
 }
 
 /// Whether the kernel has posted every CQE owed for `c`.
-fn kernel_done(c: &Completion, batch_ring: bool) -> bool {
+fn kernel_done(c: &UringOp, batch_ring: bool) -> bool {
     c.is_done()
         && !c.signal_write_pending.load(Ordering::Acquire)
-        && !(batch_ring
-            && c.ring
-                .as_ref()
-                .is_some_and(|r| r.outstanding.load(Ordering::Acquire) > 0))
+        && !(batch_ring && c.ring.outstanding.load(Ordering::Acquire) > 0)
 }
 
 /// Whether `fd` is a stream (pipe, socket, terminal…) rather than a file or block device, or no
@@ -96,7 +98,7 @@ impl Drop for Submitted {
         }
         // A request still referenced is still someone's (the kernel holds a reference until
         // each of its CQEs is reaped).
-        let mut pending: Vec<(Arc<Completion>, bool)> = self
+        let mut pending: Vec<(Arc<UringOp>, bool)> = self
             .requests
             .get_mut()
             .drain(..)
@@ -105,7 +107,7 @@ impl Drop for Submitted {
             .collect();
         for (c, _) in &pending {
             if !c.is_done() && is_stream(c.request.fd) {
-                c.cancel();
+                (c.clone() as Started).request_cancel();
             }
         }
         let started = Instant::now();
@@ -114,7 +116,7 @@ impl Drop for Submitted {
             if !cancelled && started.elapsed() >= STORAGE_WAIT {
                 for (c, _) in &pending {
                     if !c.is_done() {
-                        c.cancel();
+                        (c.clone() as Started).request_cancel();
                     }
                 }
                 cancelled = true;
@@ -123,19 +125,20 @@ impl Drop for Submitted {
                 return;
             }
             // Waiting in the kernel runs this thread's pending io_uring work, for every ring.
-            if let Some(ring) = &pending[0].0.ring {
-                let ts = types::Timespec::from(WAIT_SLICE);
-                let args = types::SubmitArgs::new().timespec(&ts);
-                // ETIME (the slice ended) and EINTR are expected; the loop checks progress.
-                let _ = ring.ring.submitter().submit_with_args(1, &args);
-            }
+            let ts = types::Timespec::from(WAIT_SLICE);
+            let args = types::SubmitArgs::new().timespec(&ts);
+            // ETIME (the slice ended) and EINTR are expected; the loop checks progress.
+            let _ = pending[0]
+                .0
+                .ring
+                .ring
+                .submitter()
+                .submit_with_args(1, &args);
             let mut reaped: Vec<*const Ring> = Vec::new();
             for (c, _) in &pending {
-                if let Some(r) = &c.ring {
-                    if !reaped.contains(&Arc::as_ptr(r)) {
-                        r.reap();
-                        reaped.push(Arc::as_ptr(r));
-                    }
+                if !reaped.contains(&Arc::as_ptr(&c.ring)) {
+                    c.ring.reap();
+                    reaped.push(Arc::as_ptr(&c.ring));
                 }
             }
             pending.retain(|(c, batch)| !kernel_done(c, *batch));
