@@ -5,9 +5,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Test binaries whose result cannot depend on the backend run once, not once per backend:
+# support_selftest checks the test fixtures only, and kaio_engine forces kernel AIO itself.
+ONCE=(kaio_engine support_selftest)
+PER_BACKEND=(--lib)
+for f in tests/*.rs; do
+  name=$(basename "$f" .rs)
+  [[ " ${ONCE[*]} " == *" $name "* ]] || PER_BACKEND+=(--test "$name")
+done
+
+# The backend-dependent part of the suite (library, integration tests, doc tests), with the
+# environment given as arguments.
 run() {
   echo "=== cargo test ($*)"
-  env "$@" cargo test --all-features --quiet -- "${TEST_ARGS[@]}"
+  env "$@" cargo test --all-features --quiet "${PER_BACKEND[@]}" -- "${TEST_ARGS[@]}"
+  env "$@" cargo test --all-features --quiet --doc -- "${TEST_ARGS[@]}"
 }
 TEST_ARGS=("${@}")
 
@@ -22,6 +34,10 @@ if grep -q 'mio-aio-slowfs' /proc/mounts 2>/dev/null; then
 fi
 
 cargo build --all-features --tests --examples --quiet
+echo "=== cargo test, once: ${ONCE[*]}"
+once_targets=()
+for name in "${ONCE[@]}"; do once_targets+=(--test "$name"); done
+cargo test --all-features --quiet "${once_targets[@]}" -- "${TEST_ARGS[@]}"
 run MIO_AIO_BACKEND=auto
 run MIO_AIO_BACKEND=io_uring
 # The same without the cached-read shortcut (`nowait.rs`), so that io_uring's own read path

@@ -120,21 +120,46 @@ impl LioEntry<'_> {
 
 /// Builds a [`LioCb`], one operation at a time.
 ///
+/// A batch of two reads and a write, registered with a `Poll` under one token: its event
+/// comes once, when all three are done.
+///
 /// ```
-/// use std::{io::Write, os::fd::AsFd};
+/// use std::{io::{ErrorKind, Write}, os::fd::AsFd, time::Duration};
+/// use mio::{Events, Poll, Token};
 /// use mio_aio::{LioCbBuilder, LioOpcode};
-/// let mut file = tempfile::tempfile().unwrap();
-/// file.write_all(b"abcdef123456").unwrap();
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut file = tempfile::tempfile()?;
+/// file.write_all(b"abcdef123456")?;
+/// let mut poll = Poll::new()?;
+/// let mut events = Events::with_capacity(4);
 /// let (mut a, mut b) = ([0u8; 4], [0u8; 2]);
-/// let mut batch = LioCbBuilder::with_capacity(2)
+/// let mut batch = LioCbBuilder::with_capacity(3)
 ///     .emplace_mut_slice(file.as_fd(), 2, &mut a, 0, LioOpcode::LIO_READ)
 ///     .emplace_mut_slice(file.as_fd(), 6, &mut b, 0, LioOpcode::LIO_READ)
+///     .emplace_slice(file.as_fd(), 12, b"!", 0, LioOpcode::LIO_WRITE)
 ///     .finish();
-/// batch.submit().unwrap();
-/// while batch.in_progress() { std::thread::yield_now(); }
-/// let n: Vec<isize> = batch.into_results(|it| it.map(|r| r.result.unwrap()).collect());
-/// assert_eq!(n, vec![4, 2]);
+/// // Batches register with `LIO` (not `AIO`), and need no pinning.
+/// poll.registry().register(&mut batch, Token(5), mio_aio::LIO)?;
+/// // `Err(LioError::EINCOMPLETE)` or `Err(LioError::EAGAIN)` would mean "no room for every
+/// // operation now": see `LioError`. A small batch like this one always fits.
+/// batch.submit()?;
+/// // One event for the whole batch (bounded wait).
+/// while !events.iter().any(|e| e.token() == Token(5)) {
+///     match poll.poll(&mut events, Some(Duration::from_secs(10))) {
+///         Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+///         r => r?,
+///     }
+///     if events.is_empty() {
+///         return Err("timed out".into());
+///     }
+/// }
+/// assert!(!batch.in_progress()); // a batch's `in_progress` turns false when it is done
+/// let n: Vec<isize> = batch.into_results(|it| it.map(|r| r.result).collect::<Result<_, _>>())?;
+/// assert_eq!(n, vec![4, 2, 1]);
 /// assert_eq!((&a, &b), (b"cdef", b"12"));
+/// # Ok(())
+/// # }
 /// ```
 #[derive(Debug)]
 pub struct LioCbBuilder<'a> {
@@ -202,8 +227,16 @@ impl<'a> LioCbBuilder<'a> {
 ///
 /// Build it with [`LioCbBuilder`], register it with interest [`crate::LIO`], and
 /// [`LioCb::submit`] it. Its token is returned by `Poll::poll` once every operation that was
-/// started has completed. A `LioCb` may be moved after submission (its control blocks live on
-/// the heap); dropping it while in flight cancels and waits, like a [`crate::Source`].
+/// started has completed, once per submission (also when every operation was done inside
+/// `submit`). A `LioCb` may be moved after submission (its control blocks live on the heap);
+/// dropping it deregisters it, and dropping it while in flight cancels and waits, like a
+/// [`crate::Source`] (and, as for a `Source`, leaking it in flight is unsound).
+///
+/// A registered batch holds one descriptor (Linux: an eventfd from its registration; FreeBSD:
+/// a kqueue from its first submission) until it is dropped or collected. Each of its
+/// operations counts towards the system's limit of operations in flight (see
+/// [the guide](crate::guide#how-many-operations-may-be-in-flight-eagain-is-back-pressure)).
+/// See [`LioCbBuilder`] for an example.
 #[derive(Debug)]
 pub struct LioCb<'a> {
     inner: sys::LioCb<'a>,
@@ -226,7 +259,12 @@ impl<'a> LioCb<'a> {
         self.inner.resubmit()
     }
 
-    /// Whether any operation of the batch is still in flight.
+    /// Whether any operation of the batch is still in flight: **turns `false` when the batch is
+    /// done**, before its results are collected.
+    ///
+    /// Beware: [`SourceApi::in_progress`](crate::SourceApi::in_progress) of a single operation
+    /// means something else (it stays `true` until `aio_return`, as in mio-aio 2.0). Either
+    /// way, do not spin on it: wait for the batch's event.
     pub fn in_progress(&self) -> bool {
         self.inner.in_progress()
     }

@@ -11,32 +11,66 @@ use nix::sys::aio::{AioCancelStat, AioFsyncMode};
 
 use crate::sys;
 
-/// Return type of [`Source::read_at`].
+/// A read into one borrowed buffer, made by [`ReadAt::read_at`]. (`ReadOp` is the platform's
+/// private operation type: see [`Source`].)
 pub type ReadAt<'a> = Source<sys::ReadOp<'a>>;
-/// Return type of [`Source::readv_at`].
+/// A read into several borrowed buffers, made by [`ReadvAt::readv_at`]. (`ReadvOp` is the
+/// platform's private operation type: see [`Source`].)
 pub type ReadvAt<'a> = Source<sys::ReadvOp<'a>>;
-/// Return type of [`Source::fsync`].
+/// A sync of a file's data to storage, made by [`Fsync::fsync`]. (`FsyncOp` is the
+/// platform's private operation type: see [`Source`].)
 pub type Fsync<'a> = Source<sys::FsyncOp<'a>>;
-/// Return type of [`Source::write_at`].
+/// A write from one borrowed buffer, made by [`WriteAt::write_at`]. (`WriteOp` is the
+/// platform's private operation type: see [`Source`].)
 pub type WriteAt<'a> = Source<sys::WriteOp<'a>>;
-/// Return type of [`Source::writev_at`].
+/// A write from several borrowed buffers, made by [`WritevAt::writev_at`]. (`WritevOp` is
+/// the platform's private operation type: see [`Source`].)
 pub type WritevAt<'a> = Source<sys::WritevOp<'a>>;
 
 /// The methods every single-operation [`Source`] has.
 ///
+/// The life of an operation: register it with a [`mio::Registry`] (interest [`crate::AIO`]),
+/// pin it, [`submit`](SourceApi::submit) it, wait for its token in [`mio::Poll::poll`], then
+/// collect the result with [`aio_return`](SourceApi::aio_return). The examples of this crate's
+/// methods wait with the small `wait_for` function below (a bounded wait for one token).
+///
 /// # Example
 /// ```
-/// use std::{io::Write, os::fd::AsFd};
-/// use mio_aio::{Errno, SourceApi, WriteAt};
+/// use std::os::fd::AsFd;
+/// use mio::{Poll, Token};
+/// use mio_aio::{SourceApi, WriteAt};
 ///
-/// let file = tempfile::tempfile().unwrap();
-/// let mut op = Box::pin(WriteAt::write_at(file.as_fd(), 0, b"abcdef", 0));
-/// // An operation need not be registered: it can also be polled.
-/// op.as_mut().submit().unwrap();
-/// while op.as_mut().error() == Err(Errno::EINPROGRESS) {
-///     std::thread::yield_now();
+/// /// Polls until `token`'s event arrives, for at most 10 seconds.
+/// fn wait_for(poll: &mut mio::Poll, token: mio::Token) -> std::io::Result<()> {
+///     let mut events = mio::Events::with_capacity(8);
+///     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+///     loop {
+///         let left = deadline.saturating_duration_since(std::time::Instant::now());
+///         if left.is_zero() {
+///             return Err(std::io::ErrorKind::TimedOut.into());
+///         }
+///         match poll.poll(&mut events, Some(left)) {
+///             // io_uring may interrupt the wait: poll again.
+///             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+///             r => r?,
+///         }
+///         if events.iter().any(|e| e.token() == token) {
+///             return Ok(());
+///         }
+///     }
 /// }
-/// assert_eq!(op.as_mut().aio_return().unwrap(), 6);
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let file = tempfile::tempfile()?;
+/// let mut poll = Poll::new()?;
+/// let mut op = WriteAt::write_at(file.as_fd(), 0, b"abcdef", 0);
+/// poll.registry().register(&mut op, Token(0), mio_aio::AIO)?;
+/// let mut op = Box::pin(op);
+/// op.as_mut().submit()?;
+/// wait_for(&mut poll, Token(0))?;
+/// assert_eq!(op.as_mut().aio_return()?, 6);
+/// # Ok(())
+/// # }
 /// ```
 pub trait SourceApi {
     /// Return type of [`SourceApi::aio_return`]: the byte count for reads and writes, `()` for
@@ -45,29 +79,53 @@ pub trait SourceApi {
 
     /// Reads the final result of the operation.
     ///
-    /// Call it once the operation's event has arrived (or [`SourceApi::in_progress`] is
-    /// `false`). Before that it returns `Err(EINPROGRESS)`. After it, the operation may be
-    /// submitted again.
+    /// Call it once the operation's event has arrived (or once [`SourceApi::error`] no longer
+    /// answers `Err(EINPROGRESS)`). Before that it returns `Err(EINPROGRESS)`. Call it once per
+    /// submission: it releases the operation's kernel state (so [`SourceApi::in_progress`]
+    /// turns `false`), and the operation may then be submitted again.
     fn aio_return(self: Pin<&mut Self>) -> nix::Result<Self::Output>;
 
     /// Asks the operating system to cancel the operation.
     ///
-    /// The operation's event arrives whether or not it was cancelled.
-    /// [`AioCancelStat::AioCanceled`] means it was removed before it ran: its
-    /// [`SourceApi::aio_return`] gives `Err(ECANCELED)`. Most file systems cannot cancel a read
-    /// or write once it has started: they report [`AioCancelStat::AioNotCanceled`], and the
-    /// operation ends as it would have, or, if the kernel interrupts it (Linux's io_uring
-    /// workers may), with `ECANCELED` or `EINTR`. [`AioCancelStat::AioAllDone`] means it had
-    /// already ended, however it ended.
+    /// The operation's event arrives whether or not it was cancelled, and the answer is true,
+    /// as FreeBSD's `aio_cancel` is:
+    ///
+    /// * [`AioCancelStat::AioCanceled`]: the operation was stopped: its
+    ///   [`SourceApi::aio_return`] gives `Err(ECANCELED)`.
+    /// * [`AioCancelStat::AioAllDone`]: it had already completed on its own: `aio_return` gives
+    ///   its result (bytes, or the error it failed with), not `ECANCELED`. (Cancelling again an
+    ///   operation that an earlier `cancel` stopped answers `AioCanceled` on Linux, and
+    ///   `AioAllDone` on FreeBSD, as `aio_cancel` does.)
+    /// * [`AioCancelStat::AioNotCanceled`]: it is still running and could not be stopped, or its
+    ///   fate was not known within a short bounded wait (on Linux, 50 ms: io_uring's cancel of
+    ///   a request that a kernel worker is running may still interrupt it). It goes on, and may
+    ///   end in any way: normally, with an error, or with `ECANCELED` or `EINTR` if the kernel
+    ///   interrupts it. Most file systems cannot cancel a read or write that has started.
+    ///
+    /// A read or write that waits on a stream (an empty pipe or FIFO, an idle socket, a full
+    /// pipe) can always be cancelled, on every backend.
+    ///
+    /// The crate documentation has a runnable example,
+    /// [Cancelling a read that waits](crate#cancelling-a-read-that-waits); the
+    /// [guide](crate::guide#cancelling) sums the answers up in a table.
     fn cancel(self: Pin<&mut Self>) -> nix::Result<AioCancelStat>;
 
     /// Retrieves the status of an operation: `Err(EINPROGRESS)` while in flight, `Ok(())` once it
     /// succeeded, or the error it failed with.
+    ///
+    /// This is the way to ask "is it done?" without waiting for the event (not
+    /// [`SourceApi::in_progress`], which stays `true` until [`SourceApi::aio_return`]).
     fn error(self: Pin<&mut Self>) -> nix::Result<()>;
 
     /// Does this operation currently have any in-kernel state? `true` from a successful
-    /// [`SourceApi::submit`] until [`SourceApi::aio_return`] has collected the result (so it
-    /// stays `true` after completion; poll [`SourceApi::error`] to see whether it is done).
+    /// [`SourceApi::submit`] until [`SourceApi::aio_return`] has collected the result.
+    ///
+    /// **It stays `true` after the operation has finished** (the meaning it has in mio-aio
+    /// 2.0), so `while op.in_progress() {}` never ends. To learn that the operation is done,
+    /// wait for its event, or call [`SourceApi::error`], which answers `Err(EINPROGRESS)` only
+    /// while it runs. Beware: [`LioCb::in_progress`](crate::LioCb::in_progress) means
+    /// something else, "some operation of the batch still runs", and turns `false` when the
+    /// batch is done.
     fn in_progress(&self) -> bool;
 
     /// Extra registration method needed by tokio: asks for completion to be delivered to the
@@ -84,21 +142,68 @@ pub trait SourceApi {
     /// Starts the I/O operation.
     ///
     /// Register the operation first if its completion should be reported by `Poll::poll`.
-    /// Submitting an operation that is already in flight fails with `EBUSY`; a full queue gives
-    /// `EAGAIN` (try again once other operations have completed).
+    /// The event comes once per submission, **also when the operation is done before `submit`
+    /// returns** (on Linux, a read of cached data is finished by `submit` itself): always wait
+    /// for it.
+    ///
+    /// Errors: submitting an operation that is already in flight fails with `EBUSY`. `EAGAIN`
+    /// means the system has no room now (Linux: 16,384 operations in flight per process by
+    /// default, `MIO_AIO_MAX_IN_FLIGHT`; FreeBSD: the `vfs.aio` limits): nothing was started
+    /// and no event will come; it is back-pressure, not a failure: submit again once other
+    /// operations have completed (see [the guide][back-pressure]).
+    /// On FreeBSD, an operation on a pipe fails with `EOPNOTSUPP` unless the sysctl
+    /// `vfs.aio.enable_unsafe` is 1.
+    ///
+    /// [back-pressure]: crate::guide#how-many-operations-may-be-in-flight-eagain-is-back-pressure
     fn submit(self: Pin<&mut Self>) -> nix::Result<()>;
 }
 
 /// A mio event source made of one asynchronous file operation.
 ///
-/// The type parameter says which operation it is; use the aliases [`ReadAt`], [`ReadvAt`],
-/// [`WriteAt`], [`WritevAt`] and [`Fsync`] and their constructors. After creation, register it
-/// with a [`mio::Registry`] (interest [`crate::AIO`]), then [`SourceApi::submit`] it. The
-/// registered token is returned by `Poll::poll` exactly once, when the operation is complete.
+/// Use the aliases [`ReadAt`], [`ReadvAt`], [`WriteAt`], [`WritevAt`] and [`Fsync`] and their
+/// constructors ([`ReadAt::read_at`], …). After creation, register it with a
+/// [`mio::Registry`] (interest [`crate::AIO`]), pin it, then [`SourceApi::submit`] it. The
+/// registered token is returned by `Poll::poll` exactly once per submission, when the
+/// operation is complete; then [`SourceApi::aio_return`] gives the result.
 ///
-/// `Source` is `!Unpin`: the kernel holds its address while the operation is in flight, so pin it
-/// before submitting. Dropping it while in flight cancels the operation and waits for the kernel
-/// to release the buffers.
+/// # The type parameter `T`
+/// `T` is the platform's own operation type (a read, a write, … as FreeBSD's POSIX AIO or the
+/// Linux backends carry it out). These types are private and their trait (`Operation` in the
+/// `impl`s below) is sealed: a program never names them, only the aliases above, and cannot
+/// add operations of its own. That is why signatures show `Source<ReadOp<'a>>` or
+/// `T: Operation` without a link.
+///
+/// # Pinning and registration
+/// `Source` is `!Unpin`: the kernel holds its address while the operation is in flight, so pin
+/// it before submitting. Register it *before* pinning: `Registry::register` (and
+/// `deregister`) need `&mut Source`, which a `Pin<Box<Source>>` does not give, so
+/// `registry.deregister(&mut *op)` on a pinned `op` does not compile. There is no need
+/// for it: **dropping the operation deregisters it** (to deregister an operation that was
+/// never pinned, call `deregister` as for any source). On Linux each registered operation
+/// holds a descriptor (an eventfd) until it is dropped: `register` fails with `EMFILE` when
+/// the process has none left (see [the guide][descriptors]).
+///
+/// [descriptors]: crate::guide#one-descriptor-per-registered-operation-linux
+///
+/// ```compile_fail
+/// use std::os::fd::AsFd;
+/// use mio::{Poll, Token};
+/// use mio_aio::ReadAt;
+/// let file = tempfile::tempfile().unwrap();
+/// let poll = Poll::new().unwrap();
+/// let mut buf = [0u8; 4];
+/// let mut op = ReadAt::read_at(file.as_fd(), 0, &mut buf, 0);
+/// poll.registry().register(&mut op, Token(0), mio_aio::AIO).unwrap();
+/// let mut op = Box::pin(op);
+/// // Does not compile (`Source` is `!Unpin`): drop `op` instead, which deregisters it.
+/// poll.registry().deregister(&mut *op).unwrap();
+/// ```
+///
+/// # Dropping and leaking
+/// Dropping it while in flight cancels the operation and **blocks** until the kernel has
+/// released the buffers. Leaking it in flight (`std::mem::forget`) is unsound: the kernel may
+/// then write into memory that is freed; use [`crate::owned`] where an operation may be
+/// leaked (see [the guide](crate::guide#leaking-a-borrowed-operation-is-unsound)).
 #[derive(Debug)]
 pub struct Source<T> {
     inner: T,
@@ -158,6 +263,13 @@ impl<T: sys::Operation> SourceApi for Source<T> {
     }
 }
 
+impl<T: sys::Operation> Source<T> {
+    /// Asks for cancellation without waiting for the answer: see `sys::Operation`.
+    pub(crate) fn request_cancel(self: Pin<&mut Self>) {
+        self.inner().request_cancel()
+    }
+}
+
 #[cfg(all(feature = "tokio", target_os = "linux"))]
 impl<T: sys::Operation> Source<T> {
     /// For the tokio layer: see `sys::Operation::attach_notify_fd`.
@@ -213,12 +325,37 @@ impl<'a> Source<sys::FsyncOp<'a>> {
     ///
     /// ```
     /// use std::os::fd::AsFd;
-    /// use mio_aio::{AioFsyncMode, Errno, Fsync, SourceApi};
-    /// let file = tempfile::tempfile().unwrap();
-    /// let mut op = Box::pin(Fsync::fsync(file.as_fd(), AioFsyncMode::O_SYNC, 0));
-    /// op.as_mut().submit().unwrap();
-    /// while op.as_mut().error() == Err(Errno::EINPROGRESS) { std::thread::yield_now(); }
-    /// op.as_mut().aio_return().unwrap();
+    /// use mio::{Poll, Token};
+    /// use mio_aio::{AioFsyncMode, Fsync, SourceApi};
+    /// # fn wait_for(poll: &mut mio::Poll, token: mio::Token) -> std::io::Result<()> {
+    /// #     let mut events = mio::Events::with_capacity(8);
+    /// #     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    /// #     loop {
+    /// #         let left = deadline.saturating_duration_since(std::time::Instant::now());
+    /// #         if left.is_zero() {
+    /// #             return Err(std::io::ErrorKind::TimedOut.into());
+    /// #         }
+    /// #         match poll.poll(&mut events, Some(left)) {
+    /// #             // io_uring may interrupt the wait: poll again.
+    /// #             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+    /// #             r => r?,
+    /// #         }
+    /// #         if events.iter().any(|e| e.token() == token) {
+    /// #             return Ok(());
+    /// #         }
+    /// #     }
+    /// # }
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let file = tempfile::tempfile()?;
+    /// let mut poll = Poll::new()?;
+    /// let mut op = Fsync::fsync(file.as_fd(), AioFsyncMode::O_SYNC, 0);
+    /// poll.registry().register(&mut op, Token(0), mio_aio::AIO)?;
+    /// let mut op = Box::pin(op);
+    /// op.as_mut().submit()?;
+    /// wait_for(&mut poll, Token(0))?; // a bounded wait for the token: see `SourceApi`
+    /// op.as_mut().aio_return()?;
+    /// # Ok(())
+    /// # }
     /// ```
     pub fn fsync(fd: BorrowedFd<'a>, mode: AioFsyncMode, prio: i32) -> Self {
         Source::new(sys::FsyncOp::new(fd, mode, prio))
@@ -232,16 +369,41 @@ impl<'a> Source<sys::ReadOp<'a>> {
     ///
     /// ```
     /// use std::{io::Write, os::fd::AsFd};
-    /// use mio_aio::{Errno, ReadAt, SourceApi};
-    /// let mut file = tempfile::tempfile().unwrap();
-    /// file.write_all(b"abcdef123456").unwrap();
+    /// use mio::{Poll, Token};
+    /// use mio_aio::{ReadAt, SourceApi};
+    /// # fn wait_for(poll: &mut mio::Poll, token: mio::Token) -> std::io::Result<()> {
+    /// #     let mut events = mio::Events::with_capacity(8);
+    /// #     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    /// #     loop {
+    /// #         let left = deadline.saturating_duration_since(std::time::Instant::now());
+    /// #         if left.is_zero() {
+    /// #             return Err(std::io::ErrorKind::TimedOut.into());
+    /// #         }
+    /// #         match poll.poll(&mut events, Some(left)) {
+    /// #             // io_uring may interrupt the wait: poll again.
+    /// #             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+    /// #             r => r?,
+    /// #         }
+    /// #         if events.iter().any(|e| e.token() == token) {
+    /// #             return Ok(());
+    /// #         }
+    /// #     }
+    /// # }
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut file = tempfile::tempfile()?;
+    /// file.write_all(b"abcdef123456")?;
+    /// let mut poll = Poll::new()?;
     /// let mut buf = [0u8; 4];
-    /// let mut op = Box::pin(ReadAt::read_at(file.as_fd(), 2, &mut buf, 0));
-    /// op.as_mut().submit().unwrap();
-    /// while op.as_mut().error() == Err(Errno::EINPROGRESS) { std::thread::yield_now(); }
-    /// assert_eq!(op.as_mut().aio_return().unwrap(), 4);
-    /// drop(op);
+    /// let mut op = ReadAt::read_at(file.as_fd(), 2, &mut buf, 0);
+    /// poll.registry().register(&mut op, Token(0), mio_aio::AIO)?;
+    /// let mut op = Box::pin(op);
+    /// op.as_mut().submit()?;
+    /// wait_for(&mut poll, Token(0))?; // a bounded wait for the token: see `SourceApi`
+    /// assert_eq!(op.as_mut().aio_return()?, 4);
+    /// drop(op); // ends the borrow of `buf`
     /// assert_eq!(&buf, b"cdef");
+    /// # Ok(())
+    /// # }
     /// ```
     pub fn read_at(fd: BorrowedFd<'a>, offs: u64, buf: &'a mut [u8], prio: i32) -> Self {
         Source::new(sys::ReadOp::new(fd, offs, buf, prio))
@@ -259,17 +421,42 @@ impl<'a> Source<sys::ReadvOp<'a>> {
     ///
     /// ```
     /// use std::{io::{IoSliceMut, Write}, os::fd::AsFd};
-    /// use mio_aio::{Errno, ReadvAt, SourceApi};
-    /// let mut file = tempfile::tempfile().unwrap();
-    /// file.write_all(b"abcdef123456").unwrap();
+    /// use mio::{Poll, Token};
+    /// use mio_aio::{ReadvAt, SourceApi};
+    /// # fn wait_for(poll: &mut mio::Poll, token: mio::Token) -> std::io::Result<()> {
+    /// #     let mut events = mio::Events::with_capacity(8);
+    /// #     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    /// #     loop {
+    /// #         let left = deadline.saturating_duration_since(std::time::Instant::now());
+    /// #         if left.is_zero() {
+    /// #             return Err(std::io::ErrorKind::TimedOut.into());
+    /// #         }
+    /// #         match poll.poll(&mut events, Some(left)) {
+    /// #             // io_uring may interrupt the wait: poll again.
+    /// #             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+    /// #             r => r?,
+    /// #         }
+    /// #         if events.iter().any(|e| e.token() == token) {
+    /// #             return Ok(());
+    /// #         }
+    /// #     }
+    /// # }
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut file = tempfile::tempfile()?;
+    /// file.write_all(b"abcdef123456")?;
+    /// let mut poll = Poll::new()?;
     /// let (mut a, mut b) = ([0u8; 4], [0u8; 2]);
     /// let mut bufs = [IoSliceMut::new(&mut a), IoSliceMut::new(&mut b)];
-    /// let mut op = Box::pin(ReadvAt::readv_at(file.as_fd(), 2, &mut bufs, 0));
-    /// op.as_mut().submit().unwrap();
-    /// while op.as_mut().error() == Err(Errno::EINPROGRESS) { std::thread::yield_now(); }
-    /// assert_eq!(op.as_mut().aio_return().unwrap(), 6);
+    /// let mut op = ReadvAt::readv_at(file.as_fd(), 2, &mut bufs, 0);
+    /// poll.registry().register(&mut op, Token(0), mio_aio::AIO)?;
+    /// let mut op = Box::pin(op);
+    /// op.as_mut().submit()?;
+    /// wait_for(&mut poll, Token(0))?; // a bounded wait for the token: see `SourceApi`
+    /// assert_eq!(op.as_mut().aio_return()?, 6);
     /// drop(op);
     /// assert_eq!((&a, &b), (b"cdef", b"12"));
+    /// # Ok(())
+    /// # }
     /// ```
     pub fn readv_at(fd: BorrowedFd<'a>, offs: u64, bufs: &mut [IoSliceMut<'a>], prio: i32) -> Self {
         Source::new(sys::ReadvOp::new(fd, offs, bufs, prio))
@@ -281,12 +468,37 @@ impl<'a> Source<sys::WriteOp<'a>> {
     ///
     /// ```
     /// use std::os::fd::AsFd;
-    /// use mio_aio::{Errno, SourceApi, WriteAt};
-    /// let file = tempfile::tempfile().unwrap();
-    /// let mut op = Box::pin(WriteAt::write_at(file.as_fd(), 0, b"abcdef", 0));
-    /// op.as_mut().submit().unwrap();
-    /// while op.as_mut().error() == Err(Errno::EINPROGRESS) { std::thread::yield_now(); }
-    /// assert_eq!(op.as_mut().aio_return().unwrap(), 6);
+    /// use mio::{Poll, Token};
+    /// use mio_aio::{SourceApi, WriteAt};
+    /// # fn wait_for(poll: &mut mio::Poll, token: mio::Token) -> std::io::Result<()> {
+    /// #     let mut events = mio::Events::with_capacity(8);
+    /// #     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    /// #     loop {
+    /// #         let left = deadline.saturating_duration_since(std::time::Instant::now());
+    /// #         if left.is_zero() {
+    /// #             return Err(std::io::ErrorKind::TimedOut.into());
+    /// #         }
+    /// #         match poll.poll(&mut events, Some(left)) {
+    /// #             // io_uring may interrupt the wait: poll again.
+    /// #             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+    /// #             r => r?,
+    /// #         }
+    /// #         if events.iter().any(|e| e.token() == token) {
+    /// #             return Ok(());
+    /// #         }
+    /// #     }
+    /// # }
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let file = tempfile::tempfile()?;
+    /// let mut poll = Poll::new()?;
+    /// let mut op = WriteAt::write_at(file.as_fd(), 0, b"abcdef", 0);
+    /// poll.registry().register(&mut op, Token(0), mio_aio::AIO)?;
+    /// let mut op = Box::pin(op);
+    /// op.as_mut().submit()?;
+    /// wait_for(&mut poll, Token(0))?; // a bounded wait for the token: see `SourceApi`
+    /// assert_eq!(op.as_mut().aio_return()?, 6);
+    /// # Ok(())
+    /// # }
     /// ```
     pub fn write_at(fd: BorrowedFd<'a>, offs: u64, buf: &'a [u8], prio: i32) -> Self {
         Source::new(sys::WriteOp::new(fd, offs, buf, prio))
@@ -301,13 +513,38 @@ impl<'a> Source<sys::WritevOp<'a>> {
     ///
     /// ```
     /// use std::{io::IoSlice, os::fd::AsFd};
-    /// use mio_aio::{Errno, SourceApi, WritevAt};
-    /// let file = tempfile::tempfile().unwrap();
+    /// use mio::{Poll, Token};
+    /// use mio_aio::{SourceApi, WritevAt};
+    /// # fn wait_for(poll: &mut mio::Poll, token: mio::Token) -> std::io::Result<()> {
+    /// #     let mut events = mio::Events::with_capacity(8);
+    /// #     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    /// #     loop {
+    /// #         let left = deadline.saturating_duration_since(std::time::Instant::now());
+    /// #         if left.is_zero() {
+    /// #             return Err(std::io::ErrorKind::TimedOut.into());
+    /// #         }
+    /// #         match poll.poll(&mut events, Some(left)) {
+    /// #             // io_uring may interrupt the wait: poll again.
+    /// #             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+    /// #             r => r?,
+    /// #         }
+    /// #         if events.iter().any(|e| e.token() == token) {
+    /// #             return Ok(());
+    /// #         }
+    /// #     }
+    /// # }
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let file = tempfile::tempfile()?;
+    /// let mut poll = Poll::new()?;
     /// let bufs = [IoSlice::new(b"abcde"), IoSlice::new(b"fghi")];
-    /// let mut op = Box::pin(WritevAt::writev_at(file.as_fd(), 0, &bufs, 0));
-    /// op.as_mut().submit().unwrap();
-    /// while op.as_mut().error() == Err(Errno::EINPROGRESS) { std::thread::yield_now(); }
-    /// assert_eq!(op.as_mut().aio_return().unwrap(), 9);
+    /// let mut op = WritevAt::writev_at(file.as_fd(), 0, &bufs, 0);
+    /// poll.registry().register(&mut op, Token(0), mio_aio::AIO)?;
+    /// let mut op = Box::pin(op);
+    /// op.as_mut().submit()?;
+    /// wait_for(&mut poll, Token(0))?; // a bounded wait for the token: see `SourceApi`
+    /// assert_eq!(op.as_mut().aio_return()?, 9);
+    /// # Ok(())
+    /// # }
     /// ```
     pub fn writev_at(fd: BorrowedFd<'a>, offs: u64, bufs: &[IoSlice<'a>], prio: i32) -> Self {
         Source::new(sys::WritevOp::new(fd, offs, bufs, prio))

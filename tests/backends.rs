@@ -121,3 +121,45 @@ fn cached_read_is_done_by_submit() {
     drop(op);
     assert_eq!(&buf, b"3456");
 }
+
+/// Kernel AIO completes every operation through the driver's reaper thread. If that thread
+/// cannot start, the driver must not accept operations that would never complete: `backend`,
+/// `register` and `submit` keep failing, with an error that says why.
+#[test]
+fn kernel_aio_without_reaper_thread_fails_clearly() {
+    const NAME: &str = "kernel_aio_without_reaper_thread_fails_clearly";
+    if let Err(reason) = seccomp::available() {
+        return support::skip(&reason);
+    }
+    if !seccomp::in_child() {
+        let out = seccomp::rerun_self_with_env(NAME, &[(seccomp::CHILD_ENV, "1")]);
+        return seccomp::assert_child_passed(NAME, &out);
+    }
+    mio_aio::set_backend(Backend::KernelAio).unwrap();
+    // From here on this process cannot create a thread (glibc tries clone3, then clone).
+    seccomp::refuse_syscall(libc::SYS_clone3, libc::ENOSYS).unwrap();
+    seccomp::refuse_syscall(libc::SYS_clone, libc::EAGAIN).unwrap();
+    // The first call creates the driver, which cannot start its reaper; the second must not
+    // find a driver that looks ready.
+    let first = mio_aio::backend();
+    let second = mio_aio::backend();
+    assert!(first.is_err(), "{first:?}");
+    assert!(
+        second.is_err(),
+        "a driver without its reaper thread was handed out"
+    );
+    for err in [first.unwrap_err(), second.unwrap_err()] {
+        assert!(err.to_string().contains("reaper"), "{err}");
+    }
+    let f = tempfile::tempfile().unwrap();
+    let mut buf = [0u8; 4];
+    let poll = Poll::new().unwrap();
+    let mut op = ReadAt::read_at(f.as_fd(), 0, &mut buf, 0);
+    let err = poll
+        .registry()
+        .register(&mut op, Token(1), mio_aio::AIO)
+        .unwrap_err();
+    assert!(err.to_string().contains("reaper"), "{err}");
+    let mut op = Box::pin(op);
+    assert_eq!(op.as_mut().submit(), Err(Errno::EAGAIN));
+}

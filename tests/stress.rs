@@ -10,8 +10,6 @@
 //!   that submissions meet `EAGAIN` and batches `EINCOMPLETE`.
 //! * `MIO_AIO_STRESS_NO=batch,vectored,fsync,cancel,drop,repeat` leaves features out, to narrow
 //!   a failure down (same random draws otherwise).
-//! * `MIO_AIO_STRESS_ALLOW=notcanceled-ecanceled,alldone-ecanceled` tolerates (counts) the two
-//!   known io_uring cancel inconsistencies instead of failing on them.
 //! * `MIO_AIO_STRESS_INJECT=1` corrupts one byte behind the model's back: a self-test of the
 //!   checker, which must then fail with a MISMATCH report.
 //!
@@ -28,15 +26,6 @@ fn stress() {
         // Before the first operation, which reads it. This binary has no other test, so no other
         // thread reads the environment meanwhile.
         std::env::set_var("MIO_AIO_MAX_IN_FLIGHT", "48");
-    }
-    if std::env::var_os("MIO_AIO_STRESS_ALLOW").is_none() {
-        // `SourceApi::cancel` promises ECANCELED only for AioCanceled: after AioNotCanceled or
-        // AioAllDone an operation ends however it ends, which under io_uring includes ECANCELED
-        // (a busy worker interrupted by the cancel request). Counted, not failed.
-        std::env::set_var(
-            "MIO_AIO_STRESS_ALLOW",
-            "notcanceled-ecanceled,alldone-ecanceled",
-        );
     }
     let seed = stress_core::seed_from_env();
     println!("seed={seed}");

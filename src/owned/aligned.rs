@@ -109,32 +109,28 @@ fn dio_alignment(file: &impl AsFd) -> io::Result<usize> {
     let mut stx: libc::statx = unsafe { std::mem::zeroed() };
     // SAFETY: `fd` is open (borrowed), the path is an empty C string used with AT_EMPTY_PATH,
     // and `stx` is a valid place for the result.
-    let r = unsafe {
-        libc::statx(
-            fd,
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            libc::STATX_DIOALIGN | libc::STATX_TYPE,
-            &mut stx,
-        )
-    };
-    if r == 0 && stx.stx_mask & libc::STATX_DIOALIGN != 0 && stx.stx_dio_offset_align != 0 {
+    let r = syscall!(statx(
+        fd,
+        c"".as_ptr(),
+        libc::AT_EMPTY_PATH,
+        libc::STATX_DIOALIGN | libc::STATX_TYPE,
+        &mut stx,
+    ));
+    if r.is_ok() && stx.stx_mask & libc::STATX_DIOALIGN != 0 && stx.stx_dio_offset_align != 0 {
         let align = stx.stx_dio_offset_align.max(stx.stx_dio_mem_align) as usize;
         return Ok(align.next_power_of_two());
     }
-    if r == 0 && u32::from(stx.stx_mode) & libc::S_IFMT == libc::S_IFBLK {
+    if r.is_ok() && u32::from(stx.stx_mode) & libc::S_IFMT == libc::S_IFBLK {
         let mut size: libc::c_int = 0;
         // SAFETY: BLKSSZGET writes one int to the pointer given.
-        if unsafe { libc::ioctl(fd, libc::BLKSSZGET, &mut size) } == 0 && size > 0 {
+        if syscall!(ioctl(fd, libc::BLKSSZGET, &mut size)).is_ok() && size > 0 {
             return Ok((size as usize).next_power_of_two());
         }
     }
-    if r != 0 {
-        let e = io::Error::last_os_error();
+    match r {
         // Kernels before 4.11 have no statx: use the default. A bad fd is the caller's error.
-        if e.raw_os_error() != Some(libc::ENOSYS) {
-            return Err(e);
-        }
+        Err(e) if e != nix::errno::Errno::ENOSYS => return Err(e.into()),
+        _ => {}
     }
     Ok(DEFAULT_DIO_ALIGNMENT)
 }
@@ -144,9 +140,7 @@ fn dio_alignment(file: &impl AsFd) -> io::Result<usize> {
     use std::os::fd::AsRawFd;
     // A closed descriptor is still an error, as on Linux.
     // SAFETY: F_GETFD takes no argument and touches no memory.
-    if unsafe { libc::fcntl(file.as_fd().as_raw_fd(), libc::F_GETFD) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    syscall!(fcntl(file.as_fd().as_raw_fd(), libc::F_GETFD))?;
     Ok(DEFAULT_DIO_ALIGNMENT)
 }
 

@@ -116,6 +116,9 @@ pub type Fsync<F> = OwnedSource<sys::FsyncOp<'static>, (), F>;
 /// [`OwnedSource::submit`], and when its token comes back, [`OwnedSource::take_result`] gives
 /// the result and the buffers. It is `'static`, `Send` and `Unpin`; see the
 /// [module documentation](self) for what dropping or leaking it does.
+///
+/// `T` says which operation it is: one of the crate's own, sealed operation types (see
+/// [`Kind`]); signatures show them, without a link, as `ReadOp<'static>` and the like.
 pub struct OwnedSource<T: Kind, B: Send + 'static, F: Send + 'static> {
     state: Owning<T, B, F>,
 }
@@ -134,18 +137,40 @@ impl<B: IoBufMut, F: AsFd + Send + 'static> ReadvAt<F, B> {
     ///
     /// ```
     /// use std::io::Write;
+    /// use mio::{Poll, Token};
     /// use mio_aio::owned;
-    /// let mut file = tempfile::tempfile().unwrap();
-    /// file.write_all(b"abcdef123456").unwrap();
+    /// # fn wait_for(poll: &mut mio::Poll, token: mio::Token) -> std::io::Result<()> {
+    /// #     let mut events = mio::Events::with_capacity(8);
+    /// #     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    /// #     loop {
+    /// #         let left = deadline.saturating_duration_since(std::time::Instant::now());
+    /// #         if left.is_zero() {
+    /// #             return Err(std::io::ErrorKind::TimedOut.into());
+    /// #         }
+    /// #         match poll.poll(&mut events, Some(left)) {
+    /// #             // io_uring may interrupt the wait: poll again.
+    /// #             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+    /// #             r => r?,
+    /// #         }
+    /// #         if events.iter().any(|e| e.token() == token) {
+    /// #             return Ok(());
+    /// #         }
+    /// #     }
+    /// # }
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut file = tempfile::tempfile()?;
+    /// file.write_all(b"abcdef123456")?;
+    /// let mut poll = Poll::new()?;
     /// let bufs: Vec<Box<[u8]>> = vec![Box::new([0; 4]), Box::new([0; 2])];
     /// let mut op = owned::ReadvAt::readv_at(file, 2, bufs, 0);
-    /// op.submit().unwrap();
-    /// while op.is_running() {
-    ///     std::thread::yield_now();
-    /// }
-    /// let (result, bufs) = op.take_result().unwrap();
-    /// assert_eq!(result.unwrap(), 6);
+    /// poll.registry().register(&mut op, Token(0), mio_aio::AIO)?;
+    /// op.submit()?;
+    /// wait_for(&mut poll, Token(0))?; // a bounded wait for the token: see `SourceApi`
+    /// let (result, bufs) = op.take_result().ok_or("still running")?;
+    /// assert_eq!(result?, 6);
     /// assert_eq!((&*bufs[0], &*bufs[1]), (&b"cdef"[..], &b"12"[..]));
+    /// # Ok(())
+    /// # }
     /// ```
     pub fn readv_at(file: F, offset: u64, bufs: Vec<B>, prio: i32) -> Self {
         OwnedSource::from(Owning::readv_at(file, offset, bufs, prio))
@@ -156,16 +181,37 @@ impl<B: IoBuf, F: AsFd + Send + 'static> WriteAt<F, B> {
     /// Writes `buf` to `file` at `offset`, like `pwrite`.
     ///
     /// ```
+    /// use mio::{Poll, Token};
     /// use mio_aio::owned;
-    /// let file = tempfile::tempfile().unwrap();
+    /// # fn wait_for(poll: &mut mio::Poll, token: mio::Token) -> std::io::Result<()> {
+    /// #     let mut events = mio::Events::with_capacity(8);
+    /// #     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    /// #     loop {
+    /// #         let left = deadline.saturating_duration_since(std::time::Instant::now());
+    /// #         if left.is_zero() {
+    /// #             return Err(std::io::ErrorKind::TimedOut.into());
+    /// #         }
+    /// #         match poll.poll(&mut events, Some(left)) {
+    /// #             // io_uring may interrupt the wait: poll again.
+    /// #             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+    /// #             r => r?,
+    /// #         }
+    /// #         if events.iter().any(|e| e.token() == token) {
+    /// #             return Ok(());
+    /// #         }
+    /// #     }
+    /// # }
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let file = tempfile::tempfile()?;
+    /// let mut poll = Poll::new()?;
     /// let mut op = owned::WriteAt::write_at(file, 0, b"abc".to_vec(), 0);
-    /// // An operation need not be registered: it can also be polled.
-    /// op.submit().unwrap();
-    /// while op.is_running() {
-    ///     std::thread::yield_now();
-    /// }
-    /// let (result, buf) = op.take_result().unwrap();
-    /// assert_eq!((result.unwrap(), buf), (3, b"abc".to_vec()));
+    /// poll.registry().register(&mut op, Token(0), mio_aio::AIO)?;
+    /// op.submit()?;
+    /// wait_for(&mut poll, Token(0))?; // a bounded wait for the token: see `SourceApi`
+    /// let (result, buf) = op.take_result().ok_or("still running")?;
+    /// assert_eq!((result?, buf), (3, b"abc".to_vec()));
+    /// # Ok(())
+    /// # }
     /// ```
     pub fn write_at(file: F, offset: u64, buf: B, prio: i32) -> Self {
         OwnedSource::from(Owning::write_at(file, offset, buf, prio))
@@ -186,15 +232,37 @@ impl<F: AsFd + Send + 'static> Fsync<F> {
     ///
     /// ```
     /// use std::sync::Arc;
+    /// use mio::{Poll, Token};
     /// use mio_aio::{owned, AioFsyncMode};
-    /// let file = Arc::new(tempfile::tempfile().unwrap());
+    /// # fn wait_for(poll: &mut mio::Poll, token: mio::Token) -> std::io::Result<()> {
+    /// #     let mut events = mio::Events::with_capacity(8);
+    /// #     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    /// #     loop {
+    /// #         let left = deadline.saturating_duration_since(std::time::Instant::now());
+    /// #         if left.is_zero() {
+    /// #             return Err(std::io::ErrorKind::TimedOut.into());
+    /// #         }
+    /// #         match poll.poll(&mut events, Some(left)) {
+    /// #             // io_uring may interrupt the wait: poll again.
+    /// #             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+    /// #             r => r?,
+    /// #         }
+    /// #         if events.iter().any(|e| e.token() == token) {
+    /// #             return Ok(());
+    /// #         }
+    /// #     }
+    /// # }
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let file = Arc::new(tempfile::tempfile()?);
+    /// let mut poll = Poll::new()?;
     /// let mut op = owned::Fsync::fsync(file.clone(), AioFsyncMode::O_DSYNC, 0);
-    /// op.submit().unwrap();
-    /// while op.is_running() {
-    ///     std::thread::yield_now();
-    /// }
-    /// let (result, ()) = op.take_result().unwrap();
-    /// result.unwrap();
+    /// poll.registry().register(&mut op, Token(0), mio_aio::AIO)?;
+    /// op.submit()?;
+    /// wait_for(&mut poll, Token(0))?; // a bounded wait for the token: see `SourceApi`
+    /// let (result, ()) = op.take_result().ok_or("still running")?;
+    /// result?;
+    /// # Ok(())
+    /// # }
     /// ```
     pub fn fsync(file: F, mode: AioFsyncMode, prio: i32) -> Self {
         OwnedSource::from(Owning::fsync(file, mode, prio))

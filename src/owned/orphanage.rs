@@ -2,8 +2,9 @@
 //!
 //! Dropping an owned operation that is still in flight must not block, yet its buffers and
 //! control block must live until the kernel is done with them (and on FreeBSD someone must
-//! still `aio_return` it). So the drop asks the kernel to cancel the operation and hands it,
-//! with its buffers and file, to this module. One background thread, started at the first
+//! still `aio_return` it). So the drop hands the operation, with its buffers and file, to this
+//! module, whose thread asks the kernel to cancel it (a truthful `cancel` may wait briefly for
+//! the system's answer, which the dropping thread must not). One background thread, started at the first
 //! orphan, checks every orphan without ever waiting on any single one (a read from a pipe may
 //! never end): it checks them all, frees those that are done, sleeps for a bounded time (1 ms
 //! after progress, doubling to at most 50 ms while nothing ends, and at least four times as
@@ -28,7 +29,9 @@ use std::{
 
 /// An operation whose owner is gone, with everything the kernel may still use.
 pub(crate) trait Orphan: Send {
-    /// Whether the kernel is done with it (it must not block).
+    /// Whether the kernel is done with it. It must not wait for the operation to end (that may
+    /// never happen); the first call also requests cancellation, which may wait a bounded
+    /// moment for the system's answer.
     fn is_done(&mut self) -> bool;
 
     /// Releases it, once done. The default drops it; an orphan whose parts must go in a

@@ -237,25 +237,33 @@ impl<T: Kind, B: Send + 'static, F: Send + 'static> sys::Operation for Owning<T,
 /// then) before the buffers and the file it borrows.
 struct Orphaned<T, B, F> {
     op: Pin<Box<Source<T>>>,
+    /// Whether the reaper has asked to cancel it yet.
+    cancel_requested: bool,
     _bufs: Option<B>,
     _file: Option<F>,
 }
 
 impl<T: Kind, B: Send, F: Send> Orphan for Orphaned<T, B, F> {
+    /// The first check, on the reaper's thread, asks to cancel the operation, without waiting
+    /// for the answer (`cancel` may wait briefly for it, which neither a drop nor the reaper,
+    /// which checks every orphan in turn, should do).
     fn is_done(&mut self) -> bool {
+        if !std::mem::replace(&mut self.cancel_requested, true) {
+            self.op.as_mut().request_cancel();
+        }
         !running(&mut self.op)
     }
 }
 
 impl<T: Kind, B: Send + 'static, F: Send + 'static> Drop for Owning<T, B, F> {
-    /// Never blocks: an operation in flight is cancelled and handed to the orphanage with its
-    /// buffers and file; otherwise the operation is dropped before them.
+    /// Never blocks: an operation in flight is handed to the orphanage with its buffers and
+    /// file (whose thread cancels it); otherwise the operation is dropped before them.
     fn drop(&mut self) {
         if let Some(mut op) = self.op.take() {
             if running(&mut op) {
-                let _ = op.as_mut().cancel();
                 orphanage::adopt(Box::new(Orphaned {
                     op,
+                    cancel_requested: false,
                     _bufs: self.bufs.take(),
                     _file: self.file.take(),
                 }));

@@ -32,6 +32,13 @@ pub trait Operation {
     fn aio_return(self: Pin<&mut Self>) -> nix::Result<Self::Output>;
     fn error(self: Pin<&mut Self>) -> nix::Result<()>;
     fn cancel(self: Pin<&mut Self>) -> nix::Result<AioCancelStat>;
+    /// Asks for cancellation without waiting to learn whether it happened (`cancel` may wait a
+    /// bounded moment for a truthful answer): for a caller that must not wait, such as the
+    /// orphanage of owned operations. Where `cancel` never waits (FreeBSD's `aio_cancel`), it
+    /// is `cancel`.
+    fn request_cancel(self: Pin<&mut Self>) {
+        let _ = self.cancel();
+    }
     fn in_progress(&self) -> bool;
     fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()>;
     fn reregister(&mut self, registry: &Registry, token: Token) -> io::Result<()>;

@@ -119,10 +119,7 @@ fn check_start(
         return Err(Errno::EINVAL.into());
     }
     // SAFETY: F_GETFL only reads the status flags of `fd`, which is open: it is borrowed.
-    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
-    if flags == -1 {
-        return Err(io::Error::last_os_error());
-    }
+    let flags = syscall!(fcntl(fd.as_raw_fd(), libc::F_GETFL))?;
     #[cfg(target_os = "linux")]
     if flags & libc::O_PATH != 0 {
         return Err(Errno::EBADF.into());

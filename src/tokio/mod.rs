@@ -21,6 +21,53 @@
 //! });
 //! ```
 //!
+//! A program's shape: a TCP echo and file reads on one runtime. The borrowed futures of
+//! [`AioFileExt`] are awaited where their buffers live; the [`owned`] ones are `'static` and
+//! run as tasks of their own. Every wait that depends on a peer is bounded.
+//!
+//! ```
+//! use std::{io::Write, sync::Arc, time::Duration};
+//! use mio_aio::tokio::{owned, AioFileExt};
+//! use tokio::{
+//!     io::{AsyncReadExt, AsyncWriteExt},
+//!     net::{TcpListener, TcpStream},
+//!     time::timeout,
+//! };
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let mut file = tempfile::tempfile()?;
+//!     file.write_all(b"the file's contents")?;
+//!     let file = Arc::new(file);
+//!
+//!     // A server that echoes what one connection sends.
+//!     let listener = TcpListener::bind("127.0.0.1:0").await?;
+//!     let addr = listener.local_addr()?;
+//!     let server = tokio::spawn(async move {
+//!         let (mut conn, _) = listener.accept().await?;
+//!         let mut msg = [0u8; 64];
+//!         let n = conn.read(&mut msg).await?;
+//!         conn.write_all(&msg[..n]).await
+//!     });
+//!     // A file read as a task of its own: owned futures are `'static`.
+//!     let whole = tokio::spawn(owned::read_at(file.clone(), vec![0u8; 64], 0));
+//!     // A borrowed read, awaited in place, meanwhile.
+//!     let mut head = [0u8; 3];
+//!     assert_eq!(file.read_at(&mut head, 0).await?, 3);
+//!
+//!     let mut client = TcpStream::connect(addr).await?;
+//!     client.write_all(b"ping").await?;
+//!     let mut reply = [0u8; 4];
+//!     timeout(Duration::from_secs(10), client.read_exact(&mut reply)).await??;
+//!     timeout(Duration::from_secs(10), server).await???;
+//!
+//!     let (result, buf) = whole.await?;
+//!     let n = result?;
+//!     assert_eq!((&head, &reply, &buf[..n]), (b"the", b"ping", &b"the file's contents"[..]));
+//!     Ok(())
+//! }
+//! ```
+//!
 //! # How it works
 //!
 //! A future does nothing until it is first polled: that poll submits the operation. It then
@@ -71,10 +118,11 @@
 //!   operations already in flight can complete. A batch does the same, and resubmits what
 //!   was not started after a partial submission ([`LioError::EINCOMPLETE`]).
 //! * **Threads (Linux, io_uring)**: an operation belongs to the thread that first polled its
-//!   future (which submitted it); if that thread exits while the operation still waits (a
-//!   socket read, a request queued to io_uring's workers), the kernel cancels it and the future
-//!   resolves to `ECANCELED` (see the crate's "Threads that exit"). tokio's worker threads
-//!   live as long as the runtime; do not first poll these futures on short-lived threads.
+//!   future (which submitted it); if that thread exits while the operation is in flight, the
+//!   thread first waits for it when it is on a file (up to 10 s), and cancels it when it is on
+//!   a pipe or socket, where the future then resolves to `ECANCELED` (see the crate's "Threads
+//!   that exit"). tokio's worker threads live as long as the runtime; do not first poll stream
+//!   futures on short-lived threads.
 //! * **Cooperative scheduling**: each poll takes one unit of the task's tokio budget, so a loop
 //!   of operations that complete at once still yields to other tasks now and then.
 //! * **Name clashes**: `std::fs::File` and `tokio::fs::File` have inherent `sync_all` and
@@ -133,6 +181,9 @@ use linux as imp;
 /// it (see the [module documentation](self)). `AioFut` is `!Unpin`, because the kernel holds
 /// its address while the operation runs: `.await` it, or pin it (`Box::pin`,
 /// `std::pin::pin!`) to poll it by hand.
+///
+/// `S` is a [`Source`]; the `T: Operation` of its `impl`s is the platform's private, sealed
+/// operation type, as explained in [`Source`'s documentation](Source#the-type-parameter-t).
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 pub struct AioFut<S> {
     inner: imp::OpState<S>,

@@ -52,7 +52,8 @@ use crate::{
 /// A future running one owned operation; resolves to `(result, buffers)`.
 ///
 /// Made by the functions of this module; see the aliases [`ReadAt`], [`ReadvAt`], [`WriteAt`],
-/// [`WritevAt`] and [`SyncAll`]. `'static`, `Send` and `Unpin`.
+/// [`WritevAt`] and [`SyncAll`]. `'static`, `Send` and `Unpin`. `T` is one of the crate's
+/// sealed operation types ([`Kind`]).
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 pub struct OwnedFut<T: Kind, B: Send + 'static, F: Send + 'static> {
     fut: Pin<Box<OwningFut<T, B, F>>>,
@@ -226,16 +227,21 @@ mod freebsd {
         if owning.release_op() {
             return; // `aio` is dropped (deregistered) now, after the operation.
         }
-        let _ = crate::sys::Operation::cancel(std::pin::Pin::new(owning));
-        adopt(Box::new(Orphaned(aio)));
+        adopt(Box::new(Orphaned(aio, false)));
     }
 
-    /// A dropped owned future's registration and operation, in flight.
-    struct Orphaned<T: Kind, B: Send + 'static, F: Send + 'static>(Registered<T, B, F>);
+    /// A dropped owned future's registration and operation, in flight, and whether the reaper
+    /// has asked to cancel it yet.
+    struct Orphaned<T: Kind, B: Send + 'static, F: Send + 'static>(Registered<T, B, F>, bool);
 
     impl<T: Kind, B: Send + 'static, F: Send + 'static> Orphan for Orphaned<T, B, F> {
-        /// Releases the operation once done; the registration goes when the orphan is dropped.
+        /// Cancels the operation at the first check (on the reaper's thread: a drop must not
+        /// wait for `cancel`'s answer), releases it once done; the registration goes when the
+        /// orphan is dropped.
         fn is_done(&mut self) -> bool {
+            if !std::mem::replace(&mut self.1, true) {
+                let _ = crate::sys::Operation::cancel(std::pin::Pin::new(owning(&mut self.0)));
+            }
             owning(&mut self.0).release_op()
         }
     }

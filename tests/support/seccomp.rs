@@ -144,3 +144,21 @@ pub fn run_without_io_uring(test_name: &str, body: impl FnOnce()) {
         assert_child_passed(test_name, &out);
     }
 }
+
+/// Make one system call fail with `errno` in every thread of this process, from now on.
+/// Irreversible.
+#[allow(dead_code)]
+pub fn refuse_syscall(nr: i64, errno: i32) -> io::Result<()> {
+    let rules: BTreeMap<i64, Vec<SeccompRule>> = [(nr, Vec::new())].into_iter().collect();
+    let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(io::Error::other)?;
+    let errno = u32::try_from(errno).map_err(io::Error::other)?;
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(errno),
+        arch,
+    )
+    .map_err(io::Error::other)?;
+    let program: BpfProgram = filter.try_into().map_err(io::Error::other)?;
+    seccompiler::apply_filter_all_threads(&program).map_err(io::Error::other)
+}

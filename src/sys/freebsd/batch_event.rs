@@ -38,11 +38,8 @@ pub(super) struct BatchKq {
 
 impl BatchKq {
     pub(super) fn new() -> io::Result<Self> {
-        // SAFETY: no arguments; the result is checked below.
-        let fd = unsafe { libc::kqueue() };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        // SAFETY: no arguments.
+        let fd = syscall!(kqueue())?;
         // SAFETY: `fd` is a new descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         // Not inherited by programs this process executes (kqueues are never inherited by
@@ -111,12 +108,8 @@ fn change(
 
 fn apply(kq: RawFd, kev: &libc::kevent) -> io::Result<()> {
     // SAFETY: one valid change record, no event list, no timeout.
-    let r = unsafe { libc::kevent(kq, kev, 1, ptr::null_mut(), 0, ptr::null()) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    syscall!(kevent(kq, kev, 1, ptr::null_mut(), 0, ptr::null()))?;
+    Ok(())
 }
 
 /// `vfs.aio.max_aio_queue_per_proc`: the most entries one `lio_listio` may carry (and the

@@ -8,7 +8,8 @@
 //! * An operation whose state is `State::Kernel` may have kernel state, and the kernel may
 //!   write into its buffer; it leaves that state only through `aio_return`, which is called only
 //!   once `aio_error` no longer reports `EINPROGRESS`. Dropping the batch (or `into_results`)
-//!   first waits for every such operation, so buffers and control blocks outlive the kernel's use.
+//!   first waits for every such operation, so buffers and control blocks outlive the kernel's use
+//!   (unless the batch is leaked in flight, with `mem::forget`: see the crate root).
 //! * Every pointer array handed to `lio_listio` is kept until the batch is gone: FreeBSD uses its
 //!   address as the identifier of the batch's `EVFILT_LIO` kevent, which must not collide with
 //!   another batch in flight on the same kqueue.
@@ -176,7 +177,7 @@ impl Slot {
         if self.state == State::Kernel {
             // SAFETY: the control block is alive, and the caller checked that the operation is
             // complete.
-            let r = Errno::result(unsafe { libc::aio_return(self.cb.get()) });
+            let r = syscall!(aio_return(self.cb.get()));
             self.state = State::Done(r);
         }
     }
@@ -323,8 +324,7 @@ impl<'a> LioCb<'a> {
         // kernel holds no state for (`Fresh` or `Again`). They stay at the same address until
         // `aio_return` (see the module doc), and so do their buffers. The kernel copies `sigev`
         // and the array itself before returning; we keep the array anyway for its address.
-        let r = unsafe { libc::lio_listio(libc::LIO_NOWAIT, list.as_ptr(), nent, sigev) };
-        let call = if r == 0 { Ok(()) } else { Err(Errno::last()) };
+        let call = syscall!(lio_listio(libc::LIO_NOWAIT, list.as_ptr(), nent, sigev)).map(drop);
         self.lists.push(list);
         let mut accepted = 0;
         for &i in round {

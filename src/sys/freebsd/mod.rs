@@ -62,9 +62,9 @@ fn kevent_notify(kq: BorrowedFd<'_>, udata: usize) -> SigevNotify<'_> {
 /// `cb` must point to a live `aiocb`.
 unsafe fn aio_status(cb: *const libc::aiocb) -> nix::Result<()> {
     // SAFETY: the caller guarantees `cb` is valid; aio_error only reads it.
-    match unsafe { libc::aio_error(cb) } {
+    // It returns the operation's errno (0 when done), or -1 and errno for its own failure.
+    match syscall!(aio_error(cb))? {
         0 => Ok(()),
-        -1 => Err(Errno::last()),
         e => Err(Errno::from_raw(e)),
     }
 }
@@ -81,9 +81,8 @@ unsafe fn wait_until_done(cb: *const libc::aiocb) {
         let list = [cb];
         // SAFETY: `list` holds one valid pointer; a null timeout waits until it completes (or a
         // signal arrives).
-        let r = unsafe { libc::aio_suspend(list.as_ptr(), 1, ptr::null()) };
-        if r != 0 {
-            match Errno::last() {
+        if let Err(errno) = syscall!(aio_suspend(list.as_ptr(), 1, ptr::null())) {
+            match errno {
                 Errno::EINTR | Errno::EAGAIN => (),
                 // Not expected; avoid spinning hot, but never give up: the buffers must not be
                 // released while the kernel may still write to them.

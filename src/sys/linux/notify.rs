@@ -13,11 +13,11 @@
 //!   their counter reset and no signal pending, so that no event can come from them. The next
 //!   registration with the same epoll fd retargets one with a single `EPOLL_CTL_MOD` instead of
 //!   `EPOLL_CTL_ADD` + `EPOLL_CTL_DEL`. If the fd number now names another epoll set (the old one
-//!   was closed and the number reused), `MOD` fails with `ENOENT` and the notifier is added
-//!   instead, so a parked notifier can never be silently missing from the set it serves.
+//!   was closed and the number reused), `MOD` fails with `ENOENT`: the notifier may still be in
+//!   the old set (a registry clone keeps it open), so it is closed with every notifier parked
+//!   under that number, never added to the new set (see `parked`).
 
 use std::{
-    collections::HashMap,
     io,
     os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
     sync::{
@@ -26,32 +26,19 @@ use std::{
     },
 };
 
-/// The most eventfds each pool (the idle one, and the parked one of each epoll fd) keeps; more
-/// are closed. Enough for a loop that replaces finished operations with new ones at a depth of a
-/// few hundred; a larger burst only costs `EPOLL_CTL_ADD`/`DEL` again.
-const POOL_MAX: usize = 256;
+use super::parked::Parked;
 
-/// Converts a `-1`-with-errno return value into an `io::Result`.
-macro_rules! syscall {
-    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
-        // SAFETY: each use passes arguments that satisfy the called function's contract, as
-        // stated at the call site.
-        #[allow(unused_unsafe)]
-        let res = unsafe { libc::$fn($($arg),*) };
-        if res == -1 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(res)
-        }
-    }};
-}
+/// The most idle eventfds the pool keeps; more are closed. Enough for a loop that replaces
+/// finished operations with new ones at a depth of a few hundred; a larger burst only costs
+/// `EPOLL_CTL_ADD`/`DEL` again. (Parked ones have a bound of their own, `parked::PARKED_MAX`.)
+const POOL_MAX: usize = 256;
 
 /// Idle eventfds, not in any epoll set.
 #[derive(Debug, Default)]
 pub(crate) struct NotifierPool {
     /// With each, whether its counter may be nonzero (see `Notifier::dirty`).
     idle: Mutex<Vec<(OwnedFd, bool)>>,
-    parked: Mutex<HashMap<RawFd, Vec<Arc<Notifier>>>>,
+    parked: Mutex<Parked<Arc<Notifier>>>,
 }
 
 impl NotifierPool {
@@ -64,15 +51,27 @@ impl NotifierPool {
             }
             return Ok(fd);
         }
-        let fd = match syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK)) {
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                self.release_all();
-                syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK))?
-            }
-            r => r?,
-        };
+        // SAFETY: eventfd takes no pointers.
+        let fd = self.retry_on_emfile(|| {
+            Ok(syscall!(eventfd(
+                0,
+                libc::EFD_CLOEXEC | libc::EFD_NONBLOCK
+            ))?)
+        })?;
         // SAFETY: eventfd just returned this new fd, and nothing else owns it.
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// Runs `open`, and once more after closing every pooled eventfd if the process (or
+    /// system) is out of descriptors.
+    pub(crate) fn retry_on_emfile<T>(&self, open: impl Fn() -> io::Result<T>) -> io::Result<T> {
+        match open() {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                self.release_all();
+                open()
+            }
+            r => r,
+        }
     }
 
     /// Closes every pooled eventfd (parked ones leave their epoll sets as they close).
@@ -80,6 +79,12 @@ impl NotifierPool {
         self.idle.lock().unwrap().clear();
         let parked = std::mem::take(&mut *self.parked.lock().unwrap());
         drop(parked);
+    }
+
+    /// Closes the notifiers parked under `epfd`, a number found to name another epoll set now.
+    pub(crate) fn forget(&self, epfd: RawFd) {
+        let stale = self.parked.lock().unwrap().forget(epfd);
+        drop(stale);
     }
 
     /// Parks a notifier that is still in the epoll set `epfd`, if nothing can signal it any
@@ -94,18 +99,28 @@ impl NotifierPool {
         if n.dirty.swap(false, Ordering::Relaxed) {
             drain(n.fd());
         }
-        let mut parked = self.parked.lock().unwrap();
-        let list = parked.entry(epfd).or_default();
-        if list.len() < POOL_MAX {
-            list.push(n);
-        }
-        // Beyond the cap it is dropped: closing the eventfd removes it from the set.
+        // A parked notifier's count is zero: retargeting it to check its set reports nothing.
+        let still_there = |epfd, n: &Arc<Notifier>| n.epoll_mod(epfd, 0).is_ok();
+        let closing = self.parked.lock().unwrap().park(epfd, n, still_there);
+        // Closing an eventfd removes it from its set.
+        drop(closing);
         Ok(())
     }
 
-    /// A parked notifier of `epfd`, if any.
-    pub(crate) fn unpark(&self, epfd: RawFd) -> Option<Arc<Notifier>> {
-        self.parked.lock().unwrap().get_mut(&epfd)?.pop()
+    /// A parked notifier of `epfd`, retargeted to `token`, if there is one. `None` too if the
+    /// number names another set now: then every notifier parked under it is closed.
+    pub(crate) fn unpark(&self, epfd: RawFd, token: u64) -> io::Result<Option<Arc<Notifier>>> {
+        let Some(n) = self.parked.lock().unwrap().unpark(epfd) else {
+            return Ok(None);
+        };
+        match n.epoll_mod(epfd, token) {
+            Ok(()) => Ok(Some(n)),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                self.forget(epfd);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn give_back(&self, fd: OwnedFd, dirty: bool) {
@@ -122,7 +137,7 @@ fn drain(fd: RawFd) {
     let mut count = 0u64;
     // SAFETY: reads 8 bytes into a local u64; the fd is a nonblocking eventfd we own, so this
     // returns at once (EAGAIN when the counter is already zero, which is fine).
-    unsafe { libc::read(fd, (&mut count as *mut u64).cast(), 8) };
+    let _ = syscall!(read(fd, (&mut count as *mut u64).cast(), 8));
 }
 
 /// One eventfd, lent to one operation or batch at a time.
@@ -152,10 +167,10 @@ impl Notifier {
         })
     }
 
-    /// An eventfd that is never pooled (a backend's private wake-up channel), blocking or not.
-    pub(crate) fn private(pool: &'static NotifierPool, nonblocking: bool) -> io::Result<Notifier> {
-        let flags = libc::EFD_CLOEXEC | if nonblocking { libc::EFD_NONBLOCK } else { 0 };
-        let fd = syscall!(eventfd(0, flags))?;
+    /// A blocking eventfd that is never pooled: the reaper thread's wake-up channel.
+    pub(crate) fn private(pool: &'static NotifierPool) -> io::Result<Notifier> {
+        // SAFETY: eventfd takes no pointers.
+        let fd = syscall!(eventfd(0, libc::EFD_CLOEXEC))?;
         Ok(Notifier {
             // SAFETY: eventfd just returned this new fd, and nothing else owns it.
             fd: Some(unsafe { OwnedFd::from_raw_fd(fd) }),
@@ -172,7 +187,7 @@ impl Notifier {
 
     /// Whether this process made the notifier (not a parent, across `fork`).
     pub(crate) fn is_ours(&self) -> bool {
-        self.generation == super::driver::fork_generation()
+        self.generation == super::fork::generation()
     }
 
     pub(crate) fn fd(&self) -> RawFd {
@@ -185,7 +200,7 @@ impl Notifier {
         let one = 1u64;
         // SAFETY: writes 8 bytes from a local u64 to an eventfd this notifier owns. It cannot
         // fail short of counter overflow, which 2^64 - 2 signals would take.
-        unsafe { libc::write(self.fd(), (&one as *const u64).cast(), 8) };
+        let _ = syscall!(write(self.fd(), (&one as *const u64).cast(), 8));
     }
 
     /// Records that the kernel has been asked to signal the eventfd (a linked io_uring write, a
@@ -198,7 +213,7 @@ impl Notifier {
     pub(crate) fn wait(&self) {
         let mut count = 0u64;
         // SAFETY: reads 8 bytes into a local u64 from an eventfd this notifier owns.
-        unsafe { libc::read(self.fd(), (&mut count as *mut u64).cast(), 8) };
+        let _ = syscall!(read(self.fd(), (&mut count as *mut u64).cast(), 8));
     }
 
     /// Adds the eventfd to the epoll set `epfd` under `token` (edge-triggered, as mio does).
@@ -226,7 +241,8 @@ impl Notifier {
             u64: token,
         };
         // SAFETY: epoll_ctl only reads `event`, a valid local; bad fds give an error.
-        syscall!(epoll_ctl(epfd, op, self.fd(), &mut event)).map(drop)
+        syscall!(epoll_ctl(epfd, op, self.fd(), &mut event))?;
+        Ok(())
     }
 }
 

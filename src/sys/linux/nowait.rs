@@ -7,19 +7,19 @@
 //! with `preadv2(RWF_NOWAIT)` in the submitting thread gives the same result without the
 //! context's event, its `io_getevents` and the reaper thread's wake-up. io_uring's submission
 //! would likewise copy the block inline, plus an SQE, a linked eventfd write run as task work
-//! and a CQE; the thread pool would hand it to a worker. So every engine tries this first for
-//! a single read; the operation's notifier is then signalled from user space.
+//! and a CQE; the thread pool would hand it to a worker. So the driver tries this for a single
+//! read before any engine sees it; the operation's notifier is then signalled from user space.
 //!
 //! Measured (4 KiB random reads, 1 GiB file in the page cache, QD32, same build, interleaved,
-//! 3 runs each; `MIO_AIO_CACHED_READS=0` turns this off): per-operation mio loop, io_uring
+//! 3 runs each; `Config::cached_reads`, `MIO_AIO_CACHED_READS=0`, turns this off): per-operation mio loop, io_uring
 //! 212-239k → 291-301k operations/s (CPU 4.2-4.7 → 3.3-3.4 µs each), kernel AIO 149-155k →
 //! 274-286k, thread pool 178-187k → 272-292k; tokio layer, io_uring 548-576k → 679-718k,
 //! kernel AIO 297-306k → 647-702k. (fio io_uring at QD32, minutes later: 380-399k.) CI runs
 //! the io_uring suite both ways, so that the engine's own read path stays tested.
 
-use std::{os::fd::RawFd, sync::OnceLock};
+use std::os::fd::RawFd;
 
-use super::driver::{OpKind, Request};
+use super::engine::{OpKind, Request};
 
 /// The most bytes one read or write transfers (Linux's `MAX_RW_COUNT`: `INT_MAX` rounded down
 /// to a page); longer ones complete short, as they do with `pread`.
@@ -79,7 +79,7 @@ pub(super) fn needs_blocking_call(r: &Request, res: i64) -> bool {
 fn short_may_continue(fd: RawFd, end: u64, write: bool) -> bool {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: fstat writes one `struct stat` into the buffer, which is read only on success.
-    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
+    if syscall!(fstat(fd, st.as_mut_ptr())).is_err() {
         // Let the blocking call find out what is wrong.
         return true;
     }
@@ -92,8 +92,7 @@ fn short_may_continue(fd: RawFd, end: u64, write: bool) -> bool {
     if write {
         // Redoing an O_APPEND write would append its beginning twice: keep the short count.
         // SAFETY: F_GETFL only reads the descriptor's flags.
-        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-        flags >= 0 && flags & libc::O_APPEND == 0
+        syscall!(fcntl(fd, libc::F_GETFL)).is_ok_and(|flags| flags & libc::O_APPEND == 0)
     } else {
         // A block device's size is not in `st_size`: always redo there.
         kind == libc::S_IFBLK || end < st.st_size as u64
@@ -111,15 +110,12 @@ fn short_may_continue(fd: RawFd, end: u64, write: bool) -> bool {
 /// The request's buffers (and, for readv, its iovec array) must be valid for writes and not
 /// otherwise accessed during the call: the driver's contract for any submitted request.
 pub(super) unsafe fn read_cached(r: &Request) -> Option<i64> {
-    static ENABLED: OnceLock<bool> = OnceLock::new();
-    let enabled =
-        ENABLED.get_or_init(|| std::env::var("MIO_AIO_CACHED_READS").map_or(true, |v| v != "0"));
-    if !enabled || !matches!(r.kind, OpKind::Read | OpKind::Readv) {
+    if !matches!(r.kind, OpKind::Read | OpKind::Readv) {
         return None;
     }
     // SAFETY: F_GETFL only reads the descriptor's flags.
-    let flags = unsafe { libc::fcntl(r.fd, libc::F_GETFL) };
-    if flags < 0 || flags & libc::O_DIRECT != 0 {
+    let flags = syscall!(fcntl(r.fd, libc::F_GETFL)).ok()?;
+    if flags & libc::O_DIRECT != 0 {
         return None;
     }
     let one;
@@ -135,9 +131,8 @@ pub(super) unsafe fn read_cached(r: &Request) -> Option<i64> {
     let count = libc::c_int::try_from(count).ok()?;
     let offset = libc::off_t::try_from(r.offset).ok()?;
     // SAFETY: the caller guarantees the buffers; `one` (for a plain read) outlives the call.
-    let res = unsafe { libc::preadv2(r.fd, iov, count, offset, libc::RWF_NOWAIT) };
-    let res = res as i64;
-    if res < 0 || needs_blocking_call(r, res) {
+    let res = syscall!(preadv2(r.fd, iov, count, offset, libc::RWF_NOWAIT)).ok()? as i64;
+    if needs_blocking_call(r, res) {
         return None;
     }
     Some(res)

@@ -1,6 +1,7 @@
-//! The io_uring engine.
+//! One io_uring instance, shared between threads, and the per-operation state of the io_uring
+//! engine ([`UringOp`]).
 //!
-//! Each request becomes one SQE whose `user_data` is a leaked `Arc<Completion>` (the engine's
+//! Each request becomes one SQE whose `user_data` is a leaked `Arc<UringOp>` (the engine's
 //! reference, given back when its CQE is reaped). When the request has a notifier, the SQE is
 //! followed by an `IORING_OP_WRITE` of the value 1 to that eventfd, linked with
 //! `IOSQE_IO_HARDLINK` so that it runs after the request however the request ends (plain
@@ -9,49 +10,46 @@
 //! wakes epoll the result is waiting in the completion queue.
 //!
 //! The linked write resolves its fd when it is issued, not when it is submitted. The write holds
-//! an `Arc<Notifier>` (its own `user_data`, tagged) until its CQE is reaped, so the eventfd is
-//! never closed or lent to another operation while a write may still target its number.
-//!
-//! A single read whose data is in the page cache never gets here: the driver does it at once
-//! (`nowait`). Single operations go to a few shared rings, one per CPU: each thread keeps to
-//! one ring, whose lock it holds while it pushes its SQEs and enters the kernel, so that
-//! threads on different CPUs never wait for each other, and each thread submits exactly its
-//! own requests (io_uring cancels what a thread submitted, if still pending, when that thread
-//! exits).
-//!
-//! Batches (`LioCb`) get a small ring of their own, taken from a pool. Their requests go in
-//! unlinked, after an `IORING_OP_TIMEOUT` whose completion count is the batch's size, hard-linked
-//! to one write to the batch's notifier: the kernel completes the timeout when the batch's last
-//! CQE is posted, and the write wakes epoll once. The batch costs one `io_uring_enter`, with no
-//! thread of ours (nor of io_uring's, as `IOSQE_IO_DRAIN` would) woken.
+//! a reference to the notifier (its own `user_data`, tagged: the request's `Arc<UringOp>`, or a
+//! batch's `Arc<Notifier>`) until its CQE is reaped, so the eventfd is never closed or lent to
+//! another operation while a write may still target its number.
 //!
 //! Rings are created without `IORING_SETUP_DEFER_TASKRUN` (the linked write would then only run
 //! inside `io_uring_enter(GETEVENTS)`, and epoll would never wake) and with `dontfork`, so a
 //! child process cannot touch its parent's queues.
 
 use std::{
-    cell::Cell,
+    any::Any,
     io,
+    ops::Deref,
     os::fd::{AsRawFd, RawFd},
     sync::{
         atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering},
-        Arc, Mutex, OnceLock,
+        Arc, Mutex,
     },
 };
 
-use io_uring::{opcode, squeue, types, IoUring, Probe};
+use io_uring::{opcode, squeue, types, IoUring};
 use nix::{errno::Errno, sys::aio::AioCancelStat};
 
-use super::driver::{Completion, OpKind, Request, WAIT_SLICE};
-use super::notify::Notifier;
+use super::super::{
+    engine::{
+        answer_within_bound, Answer, Completion, InFlight, OpKind, Request, CANCEL_REPLY_WAIT,
+        WAIT_SLICE,
+    },
+    notify::Notifier,
+    policy::Classifier,
+};
 
 /// The low bits of `user_data` say what a CQE belongs to (the pointers are 8-aligned).
-const TAG_MASK: u64 = 0b11;
+const TAG_MASK: u64 = 0b111;
 const TAG_OP: u64 = 0;
 const TAG_SIGNAL: u64 = 1;
 const TAG_CANCEL: u64 = 2;
 /// A CQE with nothing to record (a batch's counting timeout).
 const TAG_IGNORE: u64 = 3;
+/// The linked write that signals one request's notifier (`user_data`: the request's `UringOp`).
+const TAG_OP_SIGNAL: u64 = 4;
 
 /// The time limit of a batch's counting timeout: never reached in practice (136 years).
 static NEVER: types::Timespec = types::Timespec::new().sec(1 << 32);
@@ -63,11 +61,6 @@ static ONE: u64 = 1;
 /// short, as `pread` would.
 const MAX_RW: usize = 0x7fff_f000;
 
-/// Submission queue entries: small, because every submission is pushed to the kernel at once.
-const SQ_ENTRIES: u32 = 256;
-/// io_uring's upper bound on completion queue entries.
-const MAX_CQ_ENTRIES: u32 = 65536;
-
 const PENDING: i32 = i32::MIN;
 
 /// A cancellation request waiting for its own CQE.
@@ -76,9 +69,45 @@ struct CancelState {
     res: AtomicI32,
 }
 
+/// One request in io_uring's hands: the shared completion and the ring it went to.
+#[derive(Debug)]
+pub(crate) struct UringOp {
+    completion: Completion,
+    pub ring: Arc<Ring>,
+    /// Set while the linked write that signals `kernel_signal` has not posted its CQE, so that
+    /// a submitting thread that exits can wait for it (`thread_exit`).
+    pub signal_write_pending: AtomicBool,
+}
+
+impl UringOp {
+    pub(crate) fn new(completion: Completion, ring: &Arc<Ring>) -> Arc<UringOp> {
+        Arc::new(UringOp {
+            completion,
+            ring: ring.clone(),
+            signal_write_pending: AtomicBool::new(false),
+        })
+    }
+}
+
+impl Deref for UringOp {
+    type Target = Completion;
+    fn deref(&self) -> &Completion {
+        &self.completion
+    }
+}
+
+impl InFlight for UringOp {
+    fn completion(&self) -> &Completion {
+        &self.completion
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
 /// One io_uring instance and the locks that share it between threads.
 pub(crate) struct Ring {
-    ring: IoUring,
+    pub ring: IoUring,
     /// Serialises submissions: pushes to the submission queue and the `io_uring_enter` that
     /// passes them to the kernel, so that each thread submits exactly the SQEs it pushed.
     /// io_uring ties a request to the thread that entered it, and cancels what is still
@@ -96,59 +125,16 @@ pub(crate) struct Ring {
     cq: Mutex<()>,
     /// CQEs still to come for the SQEs pushed so far: a batch ring is reused only at zero, so no
     /// completion of one batch can reach the next. Incremented under `sq`, before the push.
-    outstanding: AtomicUsize,
+    pub(super) outstanding: AtomicUsize,
     /// Set (under `sq`) when `outstanding` exceeded the completion queue's size, the only way
     /// the queue can overflow into the kernel's overflow list; cleared (under `sq`) once the
     /// list is known to be empty again. While it is clear, reaping need not look at the
     /// submission queue's overflow flag, so reapers never wait for submitters.
     overflow_risk: AtomicBool,
+    /// Every request goes to io_uring's workers (`IOSQE_ASYNC`), whatever its file
+    /// (`Config::uring_async`); otherwise the file's policy decides (`policy`).
+    all_async: bool,
 }
-
-/// The engine: rings shared by single operations, and a pool of rings for batches.
-pub(crate) struct Uring {
-    /// The rings for single operations (and for batches too large for a ring of their own).
-    /// Each thread submits to one of them, chosen at its first submission, round-robin: a
-    /// ring's lock is held across `io_uring_enter`, in which the kernel runs cached reads
-    /// inline, so threads sharing one ring would take turns (measured: two tokio workers
-    /// reading from the page cache spent 40% of their time waiting for each other). As many
-    /// as there are CPUs (at most `MAX_SHARDS`), created on first use; the first one always
-    /// exists. One only with SQPOLL, which polls each ring with a kernel thread of its own.
-    shards: Box<[OnceLock<Arc<Ring>>]>,
-    /// Completion queue size of the shards after the first.
-    shard_cq_entries: u32,
-    batch_rings: Mutex<Vec<Arc<Ring>>>,
-}
-
-/// The most rings for single operations.
-const MAX_SHARDS: usize = 8;
-
-/// The next shard to hand to a thread that has not submitted yet.
-static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    /// This thread's shard number (modulo the number of shards), once it has submitted.
-    static SHARD: Cell<Option<usize>> = const { Cell::new(None) };
-}
-
-/// Set `IOSQE_ASYNC` on every request: see `BLOCKED_SUBMIT`.
-static FORCE_ASYNC: AtomicBool = AtomicBool::new(false);
-
-/// The largest batch that gets a ring of its own; larger ones share the main ring.
-pub(crate) const MAX_BATCH_RING: usize = 4095;
-/// Idle batch rings kept for reuse.
-const BATCH_POOL_MAX: usize = 8;
-
-/// A submission that takes this long probably ran a request inline instead of queueing it:
-/// some files (a FUSE file served with direct I/O but without `FUSE_ASYNC_DIO`, for example) do
-/// that, for as long as the filesystem takes. After `BLOCKED_STRIKES` such submissions, every
-/// later request is queued to io_uring's workers with `IOSQE_ASYNC`, so the caller's thread is
-/// not blocked again. One strike is not enough: on a loaded machine a thread can be preempted in
-/// the middle of a submission for tens of milliseconds (seen at load 11), and queueing every
-/// request to workers halves the throughput of cached reads. `MIO_AIO_URING_ASYNC=1` queues
-/// them from the start.
-const BLOCKED_SUBMIT: std::time::Duration = std::time::Duration::from_millis(50);
-const BLOCKED_STRIKES: usize = 2;
-static STRIKES: AtomicUsize = AtomicUsize::new(0);
 
 impl std::fmt::Debug for Ring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -159,160 +145,13 @@ impl std::fmt::Debug for Ring {
     }
 }
 
-impl std::fmt::Debug for Uring {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let shards: Vec<_> = self.shards.iter().filter_map(OnceLock::get).collect();
-        f.debug_struct("Uring").field("shards", &shards).finish()
-    }
-}
-
-impl Uring {
-    /// Sets up the first ring, with room in the completion queue for every operation in flight
-    /// (each may post two CQEs: its own and its notifier write's). Later rings share the room
-    /// out: a thread that puts more in flight on its ring than the ring's completion queue
-    /// holds makes the kernel keep the excess in its overflow list, which reaping flushes.
-    pub(crate) fn new(max_in_flight: usize) -> io::Result<Uring> {
-        let cq_entries = u32::try_from(max_in_flight.saturating_mul(2))
-            .unwrap_or(MAX_CQ_ENTRIES)
-            .clamp(2 * SQ_ENTRIES, MAX_CQ_ENTRIES)
-            .next_power_of_two();
-        let sqpoll_idle_ms: Option<u32> = std::env::var("MIO_AIO_URING_SQPOLL")
-            .ok()
-            .and_then(|v| v.parse().ok());
-        let first = Ring::new(SQ_ENTRIES, cq_entries, sqpoll_idle_ms, None)?;
-        let unsupported = || io::Error::new(io::ErrorKind::Unsupported, "io_uring is too old");
-        if !first.ring.params().is_feature_nodrop() {
-            return Err(unsupported());
-        }
-        let mut probe = Probe::new();
-        first.ring.submitter().register_probe(&mut probe)?;
-        let needed = [
-            opcode::Read::CODE,
-            opcode::Write::CODE,
-            opcode::Readv::CODE,
-            opcode::Writev::CODE,
-            opcode::Fsync::CODE,
-            opcode::AsyncCancel::CODE,
-            opcode::Nop::CODE,
-        ];
-        if !needed.iter().all(|&op| probe.is_supported(op)) {
-            return Err(unsupported());
-        }
-        if std::env::var("MIO_AIO_URING_ASYNC").is_ok_and(|v| v == "1") {
-            FORCE_ASYNC.store(true, Ordering::Relaxed);
-        }
-        let count = if sqpoll_idle_ms.is_some() {
-            1
-        } else {
-            std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_SHARDS))
-        };
-        let shards: Box<[OnceLock<Arc<Ring>>]> = (0..count).map(|_| OnceLock::new()).collect();
-        let _ = shards[0].set(Arc::new(first));
-        Ok(Uring {
-            shards,
-            shard_cq_entries: (cq_entries / count as u32)
-                .max(2 * SQ_ENTRIES)
-                .next_power_of_two(),
-            batch_rings: Mutex::new(Vec::new()),
-        })
-    }
-
-    fn first(&self) -> &Arc<Ring> {
-        self.shards[0].get().expect("created by Uring::new")
-    }
-
-    /// The ring this thread submits single operations to. If a new ring cannot be created (no
-    /// file descriptor left, say), the first ring serves.
-    pub(crate) fn ring_for_this_thread(&self) -> Arc<Ring> {
-        let n = SHARD
-            .try_with(|s| match s.get() {
-                Some(n) => n,
-                None => {
-                    let n = NEXT_SHARD.fetch_add(1, Ordering::Relaxed);
-                    s.set(Some(n));
-                    n
-                }
-            })
-            // A thread-local destructor submitting: any ring will do.
-            .unwrap_or(0);
-        let slot = &self.shards[n % self.shards.len()];
-        if let Some(ring) = slot.get() {
-            return ring.clone();
-        }
-        let fd = self.first().ring.as_raw_fd();
-        match Ring::new(SQ_ENTRIES, self.shard_cq_entries, None, Some(fd)) {
-            // If another thread created it meanwhile, `set` fails and drops this one unused.
-            Ok(ring) => slot.get_or_init(|| Arc::new(ring)).clone(),
-            Err(_) => self.first().clone(),
-        }
-    }
-
-    /// Starts single operations, all made for the same ring (`Completion::ring`).
-    pub(crate) fn submit(&self, batch: &[Arc<Completion>]) -> Result<usize, Errno> {
-        let ring = batch.first().and_then(|c| c.ring.as_ref());
-        ring.unwrap_or_else(|| self.first()).submit(batch, None)
-    }
-
-    /// A ring of its own for a batch of `len` requests (plus its signal), from the pool
-    /// when one is big enough. It shares the first ring's kernel workers.
-    pub(crate) fn batch_ring(&self, len: usize) -> io::Result<Arc<Ring>> {
-        // The batch, plus its counting timeout and signal write.
-        let needed = len + 2;
-        {
-            let mut pool = self.batch_rings.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(i) = pool.iter().position(|r| r.capacity() >= needed) {
-                return Ok(pool.swap_remove(i));
-            }
-        }
-        let entries = needed.next_power_of_two().max(64) as u32;
-        let first_fd = self.first().ring.as_raw_fd();
-        Ring::new(entries, 2 * entries, None, Some(first_fd)).map(Arc::new)
-    }
-
-    /// Takes back a batch ring once everything it was given has completed. The shared rings
-    /// of single operations are never pooled (nor waited for).
-    pub(crate) fn recycle(&self, ring: Arc<Ring>) {
-        if self
-            .shards
-            .iter()
-            .any(|s| s.get().is_some_and(|r| Arc::ptr_eq(r, &ring)))
-        {
-            return;
-        }
-        ring.settle();
-        if Arc::strong_count(&ring) == 1 {
-            let mut pool = self.batch_rings.lock().unwrap_or_else(|e| e.into_inner());
-            if pool.len() < BATCH_POOL_MAX {
-                pool.push(ring);
-            }
-        }
-    }
-
-    /// Records what every shared ring has finished (the reaper thread's job, for batches
-    /// larger than a batch ring).
-    pub(crate) fn reap(&self) {
-        for ring in self.shards.iter().filter_map(OnceLock::get) {
-            ring.reap();
-        }
-    }
-
-    /// Only for completions without a ring (there are none: see `Uring::submit`).
-    pub(crate) fn wait(&self, c: &Completion) {
-        self.first().wait(c)
-    }
-
-    /// Only for completions without a ring (there are none: see `Uring::submit`).
-    pub(crate) fn cancel(&self, c: &Arc<Completion>) -> AioCancelStat {
-        self.first().cancel(c)
-    }
-}
-
 impl Ring {
-    fn new(
+    pub(super) fn new(
         sq_entries: u32,
         cq_entries: u32,
         sqpoll_idle_ms: Option<u32>,
         attach_wq: Option<RawFd>,
+        all_async: bool,
     ) -> io::Result<Ring> {
         let mut builder = IoUring::builder();
         builder
@@ -340,10 +179,11 @@ impl Ring {
             cq: Mutex::new(()),
             outstanding: AtomicUsize::new(0),
             overflow_risk: AtomicBool::new(false),
+            all_async,
         })
     }
 
-    fn capacity(&self) -> usize {
+    pub(super) fn capacity(&self) -> usize {
         self.ring.params().sq_entries() as usize
     }
 
@@ -354,9 +194,16 @@ impl Ring {
     /// request of the batch has completed.
     pub(crate) fn submit(
         &self,
-        batch: &[Arc<Completion>],
+        batch: &[Arc<UringOp>],
         batch_signal: Option<&Arc<Notifier>>,
     ) -> Result<usize, Errno> {
+        // Requests the kernel might run inside the enter below, for as long as their file's
+        // server takes (see `policy`), go straight to a kernel worker. Decided before the lock.
+        let mut files = Classifier::default();
+        let to_worker: Vec<bool> = batch
+            .iter()
+            .map(|c| self.all_async || files.uring_async(c.request.fd))
+            .collect();
         // Held until after the enter below: see `Ring::sq`.
         let _submitting = lock_briefly_held(&self.sq);
         // SAFETY: `self.sq` is held, so this is the only live handle on the submission queue.
@@ -390,7 +237,7 @@ impl Ring {
             }
             let mut data = data.user_data(Arc::into_raw(c.clone()) as u64 | TAG_OP);
             self.owe(needed);
-            if FORCE_ASYNC.load(Ordering::Relaxed) {
+            if to_worker[pushed] {
                 data = data.flags(squeue::Flags::ASYNC);
             }
             // SAFETY: the request's buffers stay valid until its CQE is reaped (the driver's
@@ -398,18 +245,20 @@ impl Ring {
             unsafe {
                 match signal {
                     None => sq.push(&data),
-                    Some(n) => {
-                        sq.push_multiple(&[data.flags(squeue::Flags::IO_HARDLINK), signal_entry(n)])
-                    }
+                    Some(n) => sq.push_multiple(&[
+                        data.flags(squeue::Flags::IO_HARDLINK),
+                        op_signal_entry(c, n),
+                    ]),
                 }
                 .expect("room was made above")
             };
         }
         sq.sync();
+        let pending = sq.len();
         drop(sq);
         // Everything is pushed, so everything counts as accepted even if this enter fails: the
         // next enter (a later submit, or any wait) consumes it.
-        let _ = self.enter_all();
+        let _ = self.enter_all(pending);
         Ok(batch.len())
     }
 
@@ -423,7 +272,7 @@ impl Ring {
     ) -> Result<(), Errno> {
         sq.sync();
         while sq.capacity().saturating_sub(sq.len()) < needed {
-            self.enter_all()?;
+            self.enter_all(sq.len())?;
             if self.ring.params().is_setup_sqpoll() {
                 let _ = self.ring.submitter().squeue_wait();
             } else {
@@ -434,18 +283,19 @@ impl Ring {
         Ok(())
     }
 
-    /// Enters the kernel until it has consumed every pushed SQE.
-    fn enter_all(&self) -> Result<(), Errno> {
+    /// Enters the kernel until it has consumed the `pending` SQEs in the submission queue. An
+    /// enter may consume only some of them: without `IORING_SETUP_SUBMIT_ALL` (kernels before
+    /// 5.18) the kernel stops at an SQE that fails (its CQE reports the error), and it may run
+    /// short of memory; the rest stays queued, so this enters again for it. With SQPOLL the
+    /// kernel's thread consumes the queue on its own, and one call (which wakes it if needed)
+    /// is enough. A count of 0 means the queue is empty (`Ring::wait` of another thread may
+    /// have entered it meanwhile).
+    fn enter_all(&self, mut pending: usize) -> Result<(), Errno> {
+        let sqpoll = self.ring.params().is_setup_sqpoll();
         loop {
-            let start = std::time::Instant::now();
-            let res = self.ring.submitter().submit();
-            if start.elapsed() >= BLOCKED_SUBMIT
-                && STRIKES.fetch_add(1, Ordering::Relaxed) + 1 >= BLOCKED_STRIKES
-            {
-                FORCE_ASYNC.store(true, Ordering::Relaxed);
-            }
-            match res {
-                Ok(_) => return Ok(()),
+            match self.ring.submitter().submit() {
+                Ok(n) if n == 0 || n >= pending || sqpoll => return Ok(()),
+                Ok(n) => pending -= n,
                 Err(e) => match e.raw_os_error() {
                     // Transient: the SQEs stay queued and are consumed by the retry.
                     Some(libc::EINTR | libc::EAGAIN | libc::EBUSY) => {
@@ -529,7 +379,7 @@ impl Ring {
     }
 
     /// Waits until every CQE this ring owes has been reaped.
-    fn settle(&self) {
+    pub(super) fn settle(&self) {
         loop {
             self.reap();
             if self.outstanding.load(Ordering::Relaxed) == 0 {
@@ -542,7 +392,7 @@ impl Ring {
     }
 
     /// Sends `IORING_OP_ASYNC_CANCEL` for the request and waits for the kernel's answer.
-    pub(crate) fn cancel(&self, c: &Arc<Completion>) -> AioCancelStat {
+    pub(crate) fn cancel(&self, c: &UringOp, answer: Answer) -> AioCancelStat {
         let state = Arc::new(CancelState {
             res: AtomicI32::new(PENDING),
         });
@@ -553,7 +403,7 @@ impl Ring {
             if self.make_room(&mut sq, 1).is_err() {
                 return AioCancelStat::AioNotCanceled;
             }
-            let entry = opcode::AsyncCancel::new(Arc::as_ptr(c) as u64 | TAG_OP)
+            let entry = opcode::AsyncCancel::new(c as *const UringOp as u64 | TAG_OP)
                 .build()
                 .user_data(Arc::into_raw(state.clone()) as u64 | TAG_CANCEL);
             // SAFETY: an async-cancel SQE refers to no memory of ours (only a user_data value);
@@ -563,25 +413,32 @@ impl Ring {
             }
             self.owe(1);
             sq.sync();
+            let pending = sq.len();
             drop(sq);
-            if self.enter_all().is_err() {
+            if self.enter_all(pending).is_err() {
                 return AioCancelStat::AioNotCanceled;
             }
         }
+        // The kernel answers a cancel at once; the bound only keeps a broken ring from hanging
+        // the caller (the state then stays with its SQE until its CQE, if ever).
+        let deadline = std::time::Instant::now() + CANCEL_REPLY_WAIT;
         while state.res.load(Ordering::Acquire) == PENDING {
+            if std::time::Instant::now() >= deadline {
+                return AioCancelStat::AioNotCanceled;
+            }
             let ts = types::Timespec::from(WAIT_SLICE);
             let args = types::SubmitArgs::new().timespec(&ts);
             let _ = self.ring.submitter().submit_with_args(1, &args);
             self.reap();
         }
         match -state.res.load(Ordering::Acquire) {
+            // Found and stopped: the request ends with ECANCELED.
             0 => AioCancelStat::AioCanceled,
-            libc::ENOENT => {
-                // Already finished: make sure its result is recorded before saying so.
-                self.reap();
-                AioCancelStat::AioAllDone
-            }
-            _ => AioCancelStat::AioNotCanceled,
+            // ENOENT: finished, or between the kernel's queues; EALREADY: running on a kernel
+            // worker, which the cancel may still interrupt (ending it with ECANCELED). Either
+            // way, the result decides the answer, if it comes within the bound.
+            _ if answer == Answer::NotWanted => AioCancelStat::AioNotCanceled,
+            _ => answer_within_bound(c, || self.wait(c)).unwrap_or(AioCancelStat::AioNotCanceled),
         }
     }
 }
@@ -622,7 +479,7 @@ fn dispatch(user_data: u64, res: i32) {
     match user_data & TAG_MASK {
         TAG_OP => {
             // SAFETY: made by `Arc::into_raw` in `submit`; each SQE yields exactly one CQE.
-            let c = unsafe { Arc::from_raw(ptr as *const Completion) };
+            let c = unsafe { Arc::from_raw(ptr as *const UringOp) };
             c.finish(i64::from(res));
         }
         TAG_SIGNAL => {
@@ -632,6 +489,16 @@ fn dispatch(user_data: u64, res: i32) {
                 // The kernel could not signal: do it from here so the event is not lost.
                 n.signal();
             }
+        }
+        TAG_OP_SIGNAL => {
+            // SAFETY: made by `Arc::into_raw` in `op_signal_entry`; exactly one CQE per write.
+            let c = unsafe { Arc::from_raw(ptr as *const UringOp) };
+            if res < 0 {
+                if let Some(n) = &c.kernel_signal {
+                    n.signal();
+                }
+            }
+            c.signal_write_pending.store(false, Ordering::Release);
         }
         TAG_CANCEL => {
             // SAFETY: made by `Arc::into_raw` in `cancel`; exactly one CQE per cancel.
@@ -672,4 +539,14 @@ fn signal_entry(n: &Arc<Notifier>) -> squeue::Entry {
     opcode::Write::new(types::Fd(n.fd()), (&ONE as *const u64).cast(), 8)
         .build()
         .user_data(Arc::into_raw(n.clone()) as u64 | TAG_SIGNAL)
+}
+
+/// The linked write that signals the notifier of request `c`. Its `user_data` holds a reference
+/// to the request (which holds the notifier) until its CQE, which clears `signal_write_pending`.
+fn op_signal_entry(c: &Arc<UringOp>, n: &Arc<Notifier>) -> squeue::Entry {
+    n.will_be_signalled();
+    c.signal_write_pending.store(true, Ordering::Relaxed);
+    opcode::Write::new(types::Fd(n.fd()), (&ONE as *const u64).cast(), 8)
+        .build()
+        .user_data(Arc::into_raw(c.clone()) as u64 | TAG_OP_SIGNAL)
 }

@@ -1,12 +1,14 @@
 //! The kernel AIO engine (`io_setup` / `io_submit` / `io_getevents`), used where io_uring is
 //! refused (Docker's default seccomp profile, `kernel.io_uring_disabled`, …).
 //!
-//! Each request becomes one `iocb`, stored in its `Completion` (so its address is stable for
-//! `io_cancel`), whose `aio_data` is a leaked `Arc<Completion>`: the engine's reference, given
-//! back when the request's event is reaped. Every iocb carries `IOCB_FLAG_RESFD` with the
+//! Each request becomes one `iocb`, stored next to its `Completion` in a [`KaioOp`] (so its
+//! address is stable for `io_cancel`), whose `aio_data` is a leaked `Arc<KaioOp>`: the engine's
+//! reference, given back when the request's event is reaped. Every iocb carries `IOCB_FLAG_RESFD` with the
 //! driver's reaper eventfd, which the kernel signals straight from its completion path; the
 //! reaper thread then calls [`Kaio::reap`], which records results and signals each operation's
 //! own notifier from user space (`Completion::finish`).
+//! The driver starts that thread before the engine takes its first request, and refuses to
+//! submit without it.
 //!
 //! # Never blocking the submitter
 //! Buffered I/O runs synchronously inside `io_submit` (a 64 MiB uncached read took 50-280 ms
@@ -15,7 +17,7 @@
 //! 6.18, ext4) as a completion event with `-EAGAIN` (uncached pages; O_DIRECT writes that
 //! extend the file or overlap cached pages) or `-EOPNOTSUPP` (ext4 buffered writes), or is
 //! refused synchronously by `io_submit` with `EOPNOTSUPP` (files without `FMODE_NOWAIT`: tmpfs,
-//! procfs, sysfs, FUSE, …). All of these are handed, as the same `Arc<Completion>`, to a private
+//! procfs, sysfs, FUSE, …). All of these are handed, as the same `Arc<KaioOp>`, to a private
 //! [`ThreadPool`] whose workers run the plain blocking call and record its result. A NOWAIT read
 //! can also come back *short* when only its beginning was cached; the pool then redoes it whole.
 //! (A single read whose data is all cached never gets here: the driver does it with
@@ -33,7 +35,9 @@
 //! completion handed to the pool is remembered (by address, with a `Weak` that keeps the address
 //! from being reused) so that [`Kaio::wait`] and [`Kaio::cancel`] know to ask the pool.
 //! `io_cancel` cannot cancel file I/O (Linux only cancels `IOCB_CMD_POLL` and USB gadget
-//! requests; reads get EINVAL), so a request in the kernel is reported as not cancelled.
+//! requests; reads get EINVAL), so a request in the kernel is reported as not cancelled. Reads
+//! and writes on streams (pipes, sockets) that would block come back with EAGAIN and wait in the
+//! pool, where they can be cancelled.
 //!
 //! The user-space completion ring (the context id is its address) is not read directly: every
 //! consumer would have to advance its head with atomics, which the kernel's own `io_getevents`
@@ -43,8 +47,11 @@
 //! engine in a child, so the parent's is never used there.
 
 use std::{
+    any::Any,
+    cell::UnsafeCell,
     collections::HashMap,
     io,
+    ops::Deref,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc, Mutex, Weak,
@@ -54,139 +61,18 @@ use std::{
 
 use nix::{errno::Errno, sys::aio::AioCancelStat};
 
-use super::driver::{Completion, OpKind, WAIT_SLICE};
-use super::{nowait, threads::ThreadPool};
+use super::{
+    config::{Backend, Config},
+    engine::{
+        address, answer_for_done, answer_within_bound, Answer, Completion, Engine, InFlight,
+        OpKind, Signalling, Started, CANCEL_WAIT, WAIT_SLICE,
+    },
+    nowait,
+    policy::Classifier,
+    threads::ThreadPool,
+};
 
-/// The kernel AIO ABI of `<linux/aio_abi.h>` that `libc` lacks (it has `struct iocb` and
-/// `RWF_NOWAIT`), and thin wrappers around the raw system calls.
-mod ffi {
-    use nix::errno::Errno;
-
-    /// `aio_context_t` (`__kernel_ulong_t`): the address of the context's mmapped ring.
-    #[cfg(not(all(target_arch = "x86_64", target_pointer_width = "32")))]
-    pub(super) type AioContext = libc::c_ulong;
-    /// `aio_context_t` on x32, where `__kernel_ulong_t` is 64 bits wide.
-    #[cfg(all(target_arch = "x86_64", target_pointer_width = "32"))]
-    pub(super) type AioContext = u64;
-
-    /// `enum { IOCB_CMD_PREAD = 0, IOCB_CMD_PWRITE = 1, IOCB_CMD_FSYNC = 2, IOCB_CMD_FDSYNC = 3,
-    /// /* 4 POLL, 5 NOOP */ IOCB_CMD_PREADV = 7, IOCB_CMD_PWRITEV = 8 }`.
-    pub(super) const IOCB_CMD_PREAD: u16 = 0;
-    pub(super) const IOCB_CMD_PWRITE: u16 = 1;
-    pub(super) const IOCB_CMD_FSYNC: u16 = 2;
-    pub(super) const IOCB_CMD_FDSYNC: u16 = 3;
-    pub(super) const IOCB_CMD_PREADV: u16 = 7;
-    pub(super) const IOCB_CMD_PWRITEV: u16 = 8;
-
-    /// `aio_flags` bit: signal the eventfd in `aio_resfd` when the request completes.
-    pub(super) const IOCB_FLAG_RESFD: u32 = 1 << 0;
-
-    /// `aio_rw_flags` (`__kernel_rwf_t`): fail with EAGAIN instead of blocking (Linux 4.14).
-    pub(super) const RWF_NOWAIT: libc::c_int = libc::RWF_NOWAIT;
-
-    /// `struct io_event`: one completion, as `io_getevents` returns it.
-    #[repr(C)]
-    #[derive(Clone, Copy, Debug, Default)]
-    pub(super) struct IoEvent {
-        /// The iocb's `aio_data`.
-        pub data: u64,
-        /// The iocb's user-space address.
-        pub obj: u64,
-        /// Bytes transferred, or `-errno`.
-        pub res: i64,
-        pub res2: i64,
-    }
-
-    /// The result of a system call that returns `-1` and sets errno on failure.
-    fn check(res: libc::c_long) -> Result<usize, Errno> {
-        if res < 0 {
-            Err(Errno::last())
-        } else {
-            Ok(res as usize)
-        }
-    }
-
-    /// `io_setup(nr, &ctx)`.
-    pub(super) fn io_setup(nr: u32) -> Result<AioContext, Errno> {
-        let mut ctx: AioContext = 0;
-        // SAFETY: the kernel writes one aio_context_t to `ctx`, a local of that type which must
-        // be zero on entry.
-        check(unsafe {
-            libc::syscall(
-                libc::SYS_io_setup,
-                nr as libc::c_uint,
-                &mut ctx as *mut AioContext,
-            )
-        })?;
-        Ok(ctx)
-    }
-
-    /// `io_destroy(ctx)`: waits for the context's requests, then frees it.
-    pub(super) fn io_destroy(ctx: AioContext) {
-        // SAFETY: passes only a context id; a stale one gives EINVAL.
-        unsafe { libc::syscall(libc::SYS_io_destroy, ctx) };
-    }
-
-    /// `io_submit(ctx, n, iocbs)`: how many of `iocbs` (a prefix) were started.
-    ///
-    /// # Safety
-    /// Every pointer must point to a valid iocb whose buffers stay valid until its event is
-    /// reaped, and whose own memory stays valid while `io_cancel` may name it.
-    pub(super) unsafe fn io_submit(
-        ctx: AioContext,
-        iocbs: &mut [*mut libc::iocb],
-    ) -> Result<usize, Errno> {
-        // SAFETY: the caller's contract; the kernel reads `iocbs.len()` pointers from the slice.
-        check(unsafe {
-            libc::syscall(
-                libc::SYS_io_submit,
-                ctx,
-                iocbs.len() as libc::c_long,
-                iocbs.as_mut_ptr(),
-            )
-        })
-    }
-
-    /// `io_getevents(ctx, min_nr, events.len(), events, timeout)`; `None` waits without limit.
-    pub(super) fn io_getevents(
-        ctx: AioContext,
-        min_nr: usize,
-        events: &mut [IoEvent],
-        timeout: Option<std::time::Duration>,
-    ) -> Result<usize, Errno> {
-        let ts = timeout.map(|t| libc::timespec {
-            tv_sec: t.as_secs() as libc::time_t,
-            tv_nsec: t.subsec_nanos() as _,
-        });
-        let ts_ptr = ts
-            .as_ref()
-            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-        // SAFETY: the kernel writes at most `events.len()` io_events into the slice and reads
-        // the timespec, a local (or null).
-        check(unsafe {
-            libc::syscall(
-                libc::SYS_io_getevents,
-                ctx,
-                min_nr as libc::c_long,
-                events.len() as libc::c_long,
-                events.as_mut_ptr(),
-                ts_ptr,
-            )
-        })
-    }
-
-    /// `io_cancel(ctx, iocb, &result)`.
-    ///
-    /// # Safety
-    /// `iocb` must point to readable memory (the kernel reads its `aio_key`).
-    pub(super) unsafe fn io_cancel(ctx: AioContext, iocb: *mut libc::iocb) -> Result<(), Errno> {
-        let mut result = IoEvent::default();
-        // SAFETY: the caller's contract for `iocb`; the kernel may write one io_event to the
-        // local `result` (kernels since 3.12 deliver the event through the ring instead).
-        check(unsafe { libc::syscall(libc::SYS_io_cancel, ctx, iocb, &mut result as *mut IoEvent) })
-            .map(drop)
-    }
-}
+mod ffi;
 
 use ffi::{AioContext, IoEvent};
 
@@ -201,11 +87,56 @@ const REAP_BATCH: usize = 64;
 /// How often the handed-off table is swept at least (in entries).
 const SWEEP_MIN: usize = 64;
 
+/// One request in kernel AIO's hands: the shared completion and the engine's control block.
+#[derive(Debug)]
+pub(crate) struct KaioOp {
+    completion: Completion,
+    /// The control block, which must stay at a fixed address while in flight (`io_cancel`
+    /// names the request by it).
+    iocb: UnsafeCell<libc::iocb>,
+}
+
+// SAFETY: `iocb` is written only by `Kaio::prepare`, before the `KaioOp` is shared with the
+// kernel or any other thread, and afterwards only read (by the kernel, and by `io_cancel`);
+// every field of `completion` is immutable or atomic.
+unsafe impl Sync for KaioOp {}
+// SAFETY: as above.
+unsafe impl Send for KaioOp {}
+
+impl Deref for KaioOp {
+    type Target = Completion;
+    fn deref(&self) -> &Completion {
+        &self.completion
+    }
+}
+
+impl InFlight for KaioOp {
+    fn completion(&self) -> &Completion {
+        &self.completion
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl KaioOp {
+    fn new(completion: Completion) -> Arc<KaioOp> {
+        Arc::new(KaioOp {
+            completion,
+            // SAFETY: iocb is plain old data; all-zero is its empty value.
+            iocb: UnsafeCell::new(unsafe { std::mem::zeroed() }),
+        })
+    }
+}
+
 /// Completions handed to the thread pool, by address. The `Weak` keeps the allocation (not the
-/// value) alive, so an address in the table can never name a newer completion.
+/// value) alive, so an address in the table can never name a newer completion. The flag says
+/// whether the kernel had already moved some bytes (a short `RWF_NOWAIT` transfer that the pool
+/// redoes whole): such a request has started and is never cancelled, so that `ECANCELED` always
+/// means that no byte moved.
 #[derive(Debug, Default)]
 struct HandedOff {
-    map: HashMap<usize, Weak<Completion>>,
+    map: HashMap<usize, (Weak<KaioOp>, bool)>,
     /// Sweep finished entries when the table grows to this size.
     sweep_at: usize,
 }
@@ -227,8 +158,8 @@ impl Kaio {
     /// Sets up a context for `max_in_flight` requests (at most [`MAX_EVENTS`]), smaller if the
     /// system's AIO budget is short. Fails, so that the driver can fall back to the thread pool,
     /// if no context can be made or the AIO system calls are refused (seccomp, `CONFIG_AIO=n`).
-    pub(crate) fn new(max_in_flight: usize) -> io::Result<Kaio> {
-        let mut nr = max_in_flight.clamp(1, MAX_EVENTS);
+    pub(crate) fn new(config: &Config) -> io::Result<Kaio> {
+        let mut nr = config.max_in_flight().clamp(1, MAX_EVENTS);
         let ctx = loop {
             match ffi::io_setup(nr as u32) {
                 Ok(ctx) => break ctx,
@@ -242,7 +173,7 @@ impl Kaio {
         let kaio = Kaio {
             ctx,
             in_kernel: AtomicUsize::new(0),
-            pool: ThreadPool::new(),
+            pool: ThreadPool::new(config.max_threads()),
             handed: Mutex::new(HandedOff {
                 map: HashMap::new(),
                 sweep_at: SWEEP_MIN,
@@ -259,8 +190,10 @@ impl Kaio {
     /// Starts a prefix of `batch`: each request goes to the kernel (or, where the kernel refuses
     /// it, to the pool); `Nop`s finish at once. Stops when the context is full; fails with EAGAIN
     /// only when not even the first request could start.
-    pub(crate) fn submit(&self, batch: &[Arc<Completion>]) -> Result<usize, Errno> {
+    fn start(&self, batch: &[Arc<KaioOp>]) -> Result<usize, Errno> {
         let mut accepted = 0;
+        // Files whose server the kernel may wait for despite RWF_NOWAIT go to the pool.
+        let mut files = Classifier::default();
         while accepted < batch.len() {
             let rest = &batch[accepted..];
             if rest[0].request.kind == OpKind::Nop {
@@ -268,9 +201,16 @@ impl Kaio {
                 accepted += 1;
                 continue;
             }
+            if files.kaio_worker(rest[0].request.fd) {
+                if self.hand_off(rest[0].clone(), false).is_err() {
+                    break;
+                }
+                accepted += 1;
+                continue;
+            }
             let run = rest
                 .iter()
-                .position(|c| c.request.kind == OpKind::Nop)
+                .position(|c| c.request.kind == OpKind::Nop || files.kaio_worker(c.request.fd))
                 .unwrap_or(rest.len());
             let (started, full) = self.submit_run(&rest[..run]);
             accepted += started;
@@ -292,7 +232,7 @@ impl Kaio {
 
     /// Submits requests that all need the kernel. Returns how many were started (a prefix) and
     /// whether submission had to stop there.
-    fn submit_run(&self, run: &[Arc<Completion>]) -> (usize, bool) {
+    fn submit_run(&self, run: &[Arc<KaioOp>]) -> (usize, bool) {
         let mut iocbs: Vec<*mut libc::iocb> = run.iter().map(|c| self.prepare(c)).collect();
         // Counted before the kernel can complete any of them, so the count never underflows.
         self.in_kernel.fetch_add(run.len(), Ordering::AcqRel);
@@ -300,8 +240,8 @@ impl Kaio {
         let mut reaped_for_room = false;
         while done < run.len() {
             // SAFETY: every iocb was filled by `prepare` from a request whose buffers stay valid
-            // until its completion is done (the driver's contract), and lives inside its
-            // completion, which the leaked `Arc` in `aio_data` keeps alive until its event.
+            // until its completion is done (the contract of `Engine::submit`), and lives
+            // inside its `KaioOp`, which the leaked `Arc` in `aio_data` keeps alive until its event.
             match unsafe { ffi::io_submit(self.ctx, &mut iocbs[done..]) } {
                 Ok(n) if n > 0 => {
                     done += n;
@@ -323,7 +263,7 @@ impl Kaio {
                     // fsync method, bad fd, …): the pool runs the plain system call, which
                     // either works or reports the real error.
                     let c = self.take_back(iocbs[done]);
-                    if let Err(c) = self.hand_off(c) {
+                    if let Err(c) = self.hand_off(c, false) {
                         // No worker can start: treat it like a full queue.
                         drop(c);
                         self.unsubmitted(&iocbs[done + 1..]);
@@ -337,7 +277,7 @@ impl Kaio {
     }
 
     /// Fills the completion's iocb and leaks one `Arc` into its `aio_data`.
-    fn prepare(&self, c: &Arc<Completion>) -> *mut libc::iocb {
+    fn prepare(&self, c: &Arc<KaioOp>) -> *mut libc::iocb {
         let r = &c.request;
         let (opcode, nowait) = match r.kind {
             OpKind::Read => (ffi::IOCB_CMD_PREAD, true),
@@ -349,9 +289,9 @@ impl Kaio {
             OpKind::Nop => unreachable!("Nops never reach the kernel"),
         };
         let iocb = c.iocb.get();
-        // SAFETY: the completion was just made by the driver for this submission and no other
-        // thread or kernel request has seen it, so this is the only access to its iocb (which
-        // the driver zeroed). After io_submit the kernel has copied what it needs and only
+        // SAFETY: the `KaioOp` was just made for this submission and no other thread or kernel
+        // request has seen it, so this is the only access to its iocb (zeroed by
+        // `KaioOp::new`). After io_submit the kernel has copied what it needs and only
         // `io_cancel` reads the iocb again (its `aio_key`, left 0 as the kernel requires).
         unsafe {
             let cb = &mut *iocb;
@@ -377,12 +317,12 @@ impl Kaio {
     }
 
     /// Gives back the `Arc` leaked into an iocb the kernel did not take.
-    fn take_back(&self, iocb: *mut libc::iocb) -> Arc<Completion> {
+    fn take_back(&self, iocb: *mut libc::iocb) -> Arc<KaioOp> {
         self.in_kernel.fetch_sub(1, Ordering::AcqRel);
-        // SAFETY: `iocb` lies inside a completion kept alive by the `Arc` leaked into its
+        // SAFETY: `iocb` lies inside a `KaioOp` kept alive by the `Arc` leaked into its
         // `aio_data` by `prepare`; the kernel did not accept it, so nothing else reads or gives
         // back that `Arc`, and the kernel no longer touches the iocb.
-        unsafe { Arc::from_raw((*iocb).aio_data as *const Completion) }
+        unsafe { Arc::from_raw((*iocb).aio_data as *const KaioOp) }
     }
 
     /// Gives back the `Arc`s of iocbs that were never submitted.
@@ -394,19 +334,21 @@ impl Kaio {
 
     /// Hands a request to the pool (remembering that it did), or gives it back if no worker
     /// can start.
-    fn hand_off(&self, c: Arc<Completion>) -> Result<(), Arc<Completion>> {
+    /// `started`: the kernel already moved some of its bytes.
+    fn hand_off(&self, c: Arc<KaioOp>, started: bool) -> Result<(), Arc<KaioOp>> {
         let key = Arc::as_ptr(&c) as usize;
         {
             let mut h = self.handed.lock().unwrap();
-            h.map.insert(key, Arc::downgrade(&c));
+            h.map.insert(key, (Arc::downgrade(&c), started));
             if h.map.len() >= h.sweep_at {
                 h.map
-                    .retain(|_, w| w.upgrade().is_some_and(|c| !c.is_done()));
+                    .retain(|_, (w, _)| w.upgrade().is_some_and(|c| !c.is_done()));
                 h.sweep_at = (2 * h.map.len()).max(SWEEP_MIN);
             }
         }
-        match self.pool.submit(std::slice::from_ref(&c)) {
-            Ok(_) => Ok(()),
+        let job: Started = c.clone();
+        match self.pool.queue(std::slice::from_ref(&job)) {
+            Ok(()) => Ok(()),
             Err(_) => {
                 self.handed.lock().unwrap().map.remove(&key);
                 Err(c)
@@ -414,14 +356,30 @@ impl Kaio {
         }
     }
 
-    fn is_handed_off(&self, c: &Completion) -> bool {
-        let key = c as *const Completion as usize;
-        self.handed.lock().unwrap().map.contains_key(&key)
+    fn is_handed_off(&self, c: &dyn InFlight) -> bool {
+        self.handed_off(c).is_some()
     }
 
-    /// Records the results of finished requests without blocking.
-    pub(crate) fn reap(&self) {
-        self.reap_some();
+    /// Whether `c` was handed to the pool, and if so whether it had started (see `HandedOff`).
+    fn handed_off(&self, c: &dyn InFlight) -> Option<bool> {
+        self.handed
+            .lock()
+            .unwrap()
+            .map
+            .get(&address(c))
+            .map(|&(_, started)| started)
+    }
+
+    /// Cancels a request handed to the pool, unless it had already started.
+    fn cancel_handed_off(&self, c: &Started, started: bool, answer: Answer) -> AioCancelStat {
+        if !started {
+            self.pool.cancel(c, answer)
+        } else if answer == Answer::Wanted {
+            answer_within_bound(c.completion(), || self.wait_for(&**c))
+                .unwrap_or(AioCancelStat::AioNotCanceled)
+        } else {
+            AioCancelStat::AioNotCanceled
+        }
     }
 
     /// Fetches and records every event waiting in the ring; returns how many.
@@ -457,9 +415,9 @@ impl Kaio {
     fn complete(&self, ev: &IoEvent) {
         // SAFETY: `data` was made by `Arc::into_raw` in `prepare`, and the kernel delivers each
         // accepted iocb's event exactly once, so this gives back that one reference.
-        let c = unsafe { Arc::from_raw(ev.data as *const Completion) };
+        let c = unsafe { Arc::from_raw(ev.data as *const KaioOp) };
         if nowait::needs_blocking_call(&c.request, ev.res) {
-            if let Err(c) = self.hand_off(c) {
+            if let Err(c) = self.hand_off(c, ev.res > 0) {
                 c.finish(ev.res);
             }
             return;
@@ -469,7 +427,7 @@ impl Kaio {
 
     /// Waits up to one time slice for progress, recording results: in the kernel's queue, or in
     /// the pool's if the request was handed to it.
-    pub(crate) fn wait(&self, c: &Completion) {
+    fn wait_for(&self, c: &dyn InFlight) {
         self.reap_some();
         if c.is_done() {
             return;
@@ -486,32 +444,81 @@ impl Kaio {
     }
 
     /// Cancels a request still queued in the pool; one in the kernel cannot be cancelled.
-    pub(crate) fn cancel(&self, c: &Arc<Completion>) -> AioCancelStat {
+    fn cancel_op(&self, c: &Started, answer: Answer) -> AioCancelStat {
+        let Some(op) = c.as_any().downcast_ref::<KaioOp>() else {
+            return AioCancelStat::AioNotCanceled;
+        };
         if c.is_done() {
-            return AioCancelStat::AioAllDone;
+            return answer_for_done(c.completion());
         }
-        if self.is_handed_off(c) {
-            return self.pool.cancel(c);
+        if let Some(started) = self.handed_off(&**c) {
+            return self.cancel_handed_off(c, started, answer);
         }
-        // SAFETY: the iocb lives inside `c`, which the caller's `Arc` keeps alive; the kernel
+        // SAFETY: the iocb lives inside `op`, which the caller's `Arc` keeps alive; the kernel
         // only reads its `aio_key`.
-        match unsafe { ffi::io_cancel(self.ctx, c.iocb.get()) } {
+        match unsafe { ffi::io_cancel(self.ctx, op.iocb.get()) } {
             // The kernel called the file's cancel method (none of the files this crate is meant
             // for has one): the event still comes through the ring, with whatever result that
             // method chose, which need not be ECANCELED. So report it as still in progress.
             Ok(()) | Err(Errno::EINPROGRESS) => AioCancelStat::AioNotCanceled,
             // EINVAL: not cancellable, or no longer in the kernel (perhaps handed off since).
+            // Its event may be on its way to the pool (a stream that would block comes back
+            // with EAGAIN, and whoever fetched it hands it off): wait a bounded time for that.
             Err(_) => {
-                self.reap_some();
-                if c.is_done() {
-                    AioCancelStat::AioAllDone
-                } else if self.is_handed_off(c) {
-                    self.pool.cancel(c)
-                } else {
-                    AioCancelStat::AioNotCanceled
+                let deadline = std::time::Instant::now() + CANCEL_WAIT;
+                loop {
+                    self.reap_some();
+                    if c.is_done() {
+                        return answer_for_done(c.completion());
+                    }
+                    if let Some(started) = self.handed_off(&**c) {
+                        return self.cancel_handed_off(c, started, answer);
+                    }
+                    if answer == Answer::NotWanted || std::time::Instant::now() >= deadline {
+                        return AioCancelStat::AioNotCanceled;
+                    }
+                    self.wait_for(&**c);
                 }
             }
         }
+    }
+}
+
+impl Engine for Kaio {
+    fn backend(&self) -> Backend {
+        Backend::KernelAio
+    }
+
+    fn signalling(&self) -> Signalling {
+        Signalling::Reaper
+    }
+
+    unsafe fn submit_one(&self, c: Completion) -> Result<Started, Errno> {
+        let op = KaioOp::new(c);
+        self.start(std::slice::from_ref(&op))?;
+        Ok(op)
+    }
+
+    unsafe fn submit(&self, batch: Vec<Completion>) -> Result<Vec<Started>, Errno> {
+        let ops: Vec<Arc<KaioOp>> = batch.into_iter().map(KaioOp::new).collect();
+        let accepted = self.start(&ops)?;
+        Ok(ops
+            .into_iter()
+            .take(accepted)
+            .map(|op| op as Started)
+            .collect())
+    }
+
+    fn reap(&self) {
+        self.reap_some();
+    }
+
+    fn wait(&self, op: &dyn InFlight) {
+        self.wait_for(op)
+    }
+
+    fn cancel(&self, op: &Started, answer: Answer) -> AioCancelStat {
+        self.cancel_op(op, answer)
     }
 }
 
