@@ -16,7 +16,7 @@
 //!
 //! Each file operation is an event source with its own token: a read that misses the page cache
 //! never blocks the loop. `Poll::poll` may fail with `Interrupted` (Linux, io_uring): the loop
-//! polls again. More: `examples/file_server.rs` and `examples/copy.rs` (batches).
+//! polls again. More: `examples/http_server.rs` and `examples/copy.rs` (batches).
 
 use std::{
     error::Error,

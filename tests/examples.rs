@@ -1,4 +1,4 @@
-//! Runs the examples (`demo`, `copy`, `tokio_copy`, `file_server`) as programs, against real
+//! Runs the examples (`demo`, `copy`, `tokio_copy`; `http_server` has tests/http_server.rs) as programs, against real
 //! clients and real files (and a real full file system), and checks what they produce.
 //!
 //! `cargo test --test examples` does not build the examples by itself, so the first test to
@@ -9,12 +9,11 @@
 use std::{
     ffi::OsStr,
     fs::OpenOptions,
-    io::{BufRead, BufReader, Read, Write},
-    net::{SocketAddr, TcpStream},
+    io::{BufRead, BufReader, Read},
     os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
-    sync::{mpsc, Arc, Mutex, OnceLock},
+    sync::{Arc, Mutex, OnceLock},
     thread::{self, JoinHandle},
     time::{Duration, Instant},
 };
@@ -87,8 +86,6 @@ fn build_examples() -> Result<PathBuf, String> {
 struct Running {
     name: String,
     child: Child,
-    /// Each line of stdout, as it comes.
-    lines: mpsc::Receiver<String>,
     /// All of stdout so far.
     stdout: Arc<Mutex<String>>,
     stderr: Option<JoinHandle<String>>,
@@ -117,14 +114,12 @@ impl Running {
             .unwrap_or_else(|e| panic!("cannot start example {name}: {e}"));
         let stdout_pipe = child.stdout.take().expect("piped stdout");
         let mut stderr_pipe = child.stderr.take().expect("piped stderr");
-        let (tx, lines) = mpsc::channel();
         let stdout = Arc::new(Mutex::new(String::new()));
         let all = Arc::clone(&stdout);
         thread::spawn(move || {
             for line in BufReader::new(stdout_pipe).lines() {
                 let Ok(line) = line else { break };
-                all.lock().unwrap().push_str(&(line.clone() + "\n"));
-                let _ = tx.send(line);
+                all.lock().unwrap().push_str(&(line + "\n"));
             }
         });
         let stderr = thread::spawn(move || {
@@ -135,18 +130,8 @@ impl Running {
         Running {
             name: name.to_string(),
             child,
-            lines,
             stdout,
             stderr: Some(stderr),
-        }
-    }
-
-    /// The next line of stdout, waiting at most until `deadline`.
-    fn next_line(&self, deadline: Instant) -> String {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match self.lines.recv_timeout(left) {
-            Ok(line) => line,
-            Err(e) => panic!("{}: no line on stdout ({e}):\n{}", self.name, self.output()),
         }
     }
 
@@ -357,120 +342,10 @@ fn copy_with_o_direct() {
     );
 }
 
-/// Asks `requests` random ranges of `data` from the file server at `addr`, all at once or one
-/// at a time, and checks every byte.
-fn file_client(addr: SocketAddr, data: &[u8], seed: u64, requests: usize, pipelined: bool) {
-    let mut rng = Rng(seed);
-    let len = data.len() as u64;
-    let ranges: Vec<(u64, u64)> = (0..requests)
-        .map(|i| match i {
-            // One range across the end of the file, one past it; the rest inside.
-            1 => (len - 10, 100),
-            3 => (len + 5, 10),
-            _ => (rng.next() % len, 1 + rng.next() % 70_000),
-        })
-        .collect();
-    let stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    stream
-        .set_write_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut writer = stream.try_clone().unwrap();
-    let mut reader = BufReader::new(stream);
-    let mut send = |(offset, n): (u64, u64)| {
-        writer
-            .write_all(format!("{offset} {n}\n").as_bytes())
-            .unwrap();
-    };
-    if pipelined {
-        ranges.iter().copied().for_each(&mut send);
-    }
-    for &(offset, n) in &ranges {
-        if !pipelined {
-            send((offset, n));
-        }
-        let mut header = [0u8; 8];
-        reader.read_exact(&mut header).unwrap();
-        let got_len = u64::from_be_bytes(header);
-        let start = offset.min(len) as usize;
-        let expected = &data[start..(offset.saturating_add(n)).min(len) as usize];
-        assert_eq!(
-            got_len,
-            expected.len() as u64,
-            "length of {n} bytes at {offset}"
-        );
-        let mut got = vec![0u8; got_len as usize];
-        reader.read_exact(&mut got).unwrap();
-        assert!(
-            got == expected,
-            "the {n} bytes at {offset} differ from the file"
-        );
-    }
-}
-
-#[test]
-fn file_server_serves_concurrent_clients() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("served.bin");
-    let data = Arc::new(Rng(0x1234_5678_9abc_def1).bytes(1024 * 1024 + 77));
-    std::fs::write(&path, &*data).unwrap();
-
-    let started = Instant::now();
-    let server = Running::spawn(
-        "file_server",
-        [
-            path.as_os_str(),
-            OsStr::new("--addr"),
-            OsStr::new("127.0.0.1:0"),
-            OsStr::new("--max-requests"),
-            OsStr::new("20"),
-        ],
-        &[],
-    );
-    let first = server.next_line(started + TIMEOUT);
-    let addr: SocketAddr = first
-        .strip_prefix("listening on ")
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("first line {first:?} is not `listening on ADDR`"));
-
-    let clients: Vec<_> = (0..4u64)
-        .map(|i| {
-            let data = Arc::clone(&data);
-            thread::spawn(move || file_client(addr, &data, 1000 + i, 5, i % 2 == 1))
-        })
-        .collect();
-    let failures: Vec<String> = clients
-        .into_iter()
-        .enumerate()
-        .filter_map(|(i, c)| c.join().err().map(|_| format!("client {i} failed")))
-        .collect();
-    assert!(failures.is_empty(), "{failures:?}\n{}", server.output());
-
-    let done = server.wait(started);
-    assert!(
-        done.status.success(),
-        "file_server failed ({}):\n--- stdout:\n{}\n--- stderr:\n{}",
-        done.status,
-        done.stdout,
-        done.stderr
-    );
-    assert!(
-        done.stdout.contains("exiting after 20 requests"),
-        "file_server printed:\n{}",
-        done.stdout
-    );
-    assert!(
-        done.stdout.contains("stats: 20 requests served"),
-        "{}",
-        done.stdout
-    );
-}
-
 #[test]
 fn bad_input_is_an_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
+    let dir_s = dir.path().to_str().unwrap();
     let file = dir.path().join("f");
     std::fs::write(&file, b"0123456789").unwrap();
     let file = file.to_str().unwrap();
@@ -489,11 +364,17 @@ fn bad_input_is_an_error_not_a_panic() {
         ("copy", &[file, out, "--block-size", "1000", "--direct"]),
         ("copy", &[file, out, "--depth", "-1"]),
         ("copy", &[file, out, "--frobnicate"]),
-        ("file_server", &[]),
-        ("file_server", &[missing]),
-        ("file_server", &[file, "--addr", "not-an-address"]),
-        ("file_server", &[file, "--max-requests", "many"]),
-        ("file_server", &[file, "--max-requests"]),
+        ("http_server", &[]),
+        ("http_server", &["--root", missing]),
+        ("http_server", &["--root", file]),
+        (
+            "http_server",
+            &["--root", dir_s, "--addr", "not-an-address"],
+        ),
+        ("http_server", &["--root", dir_s, "--chunk", "0"]),
+        ("http_server", &["--root", dir_s, "--chunk", "lots"]),
+        ("http_server", &["--root", dir_s, "--idle-timeout", "-1"]),
+        ("http_server", &["--root"]),
     ];
     for (name, args) in cases {
         let done = Running::spawn(name, args.iter(), &[]).wait(Instant::now());
