@@ -61,6 +61,8 @@ pub use freebsd::*;
 
 #[cfg(target_os = "linux")]
 mod linux;
+#[cfg(not(target_os = "freebsd"))]
+mod pool;
 #[cfg(target_os = "linux")]
 pub use linux::*;
 
