@@ -165,9 +165,11 @@ pub mod owned;
 mod freebsd;
 #[cfg(target_os = "freebsd")]
 use freebsd as imp;
-#[cfg(target_os = "linux")]
+// Linux's layer (a private notifier descriptor watched with `AsyncFd`) serves the kqueue
+// systems too: there the descriptor is a private kqueue.
+#[cfg(not(target_os = "freebsd"))]
 mod linux;
-#[cfg(target_os = "linux")]
+#[cfg(not(target_os = "freebsd"))]
 use linux as imp;
 
 /// A future that runs one file operation: a [`Source`] driven by tokio.

@@ -130,7 +130,7 @@ pub fn sync_data<F: AsFd + Send + 'static>(file: F) -> SyncAll<F> {
 impl<T: Kind, B: Send + 'static, F: Send + 'static> OwnedFut<T, B, F> {
     fn new(state: Owning<T, B, F>) -> Self {
         let source = Source::new(state);
-        #[cfg(target_os = "linux")]
+        #[cfg(not(target_os = "freebsd"))]
         // Dropping the future deregisters its eventfd from tokio first (an fd taken out of an
         // epoll set reports nothing more), then drops the `Owning`, which hands an operation
         // in flight to the reaper.
