@@ -466,6 +466,8 @@ pub mod guide;
 mod lio;
 #[cfg_attr(not(target_os = "freebsd"), allow(dead_code))]
 mod lio_book;
+#[cfg(target_os = "openbsd")]
+mod openbsd_aio_types;
 pub mod owned;
 mod source;
 mod sys;
@@ -491,6 +493,7 @@ pub use nix::errno::Errno;
 /// finished ([`AioAllDone`](AioCancelStat::AioAllDone)). [`SourceApi::cancel`] returns it.
 ///
 /// nix's own type, re-exported as mio-aio 2.0 does (so `use mio_aio::AioCancelStat::*` works).
+#[cfg(not(target_os = "openbsd"))]
 #[doc(no_inline)]
 pub use nix::sys::aio::AioCancelStat;
 /// What [`Fsync::fsync`] makes durable: `O_SYNC` the data and the metadata (like `fsync(2)`),
@@ -498,8 +501,11 @@ pub use nix::sys::aio::AioCancelStat;
 /// takes it.
 ///
 /// nix's own type, re-exported as mio-aio 2.0 does.
+#[cfg(not(target_os = "openbsd"))]
 #[doc(no_inline)]
 pub use nix::sys::aio::AioFsyncMode;
+#[cfg(target_os = "openbsd")]
+pub use openbsd_aio_types::{AioCancelStat, AioFsyncMode};
 pub use source::{Fsync, ReadAt, ReadvAt, Source, SourceApi, WriteAt, WritevAt};
 
 #[cfg(target_os = "linux")]

@@ -6,8 +6,8 @@ use std::{
     pin::Pin,
 };
 
+use crate::{AioCancelStat, AioFsyncMode};
 use mio::{event, Interest, Registry, Token};
-use nix::sys::aio::{AioCancelStat, AioFsyncMode};
 
 use crate::sys;
 

@@ -31,7 +31,9 @@ use std::{
 };
 
 use mio::{Registry, Token};
-use nix::{errno::Errno, sys::aio::AioCancelStat};
+use nix::errno::Errno;
+
+use crate::AioCancelStat;
 
 use super::{
     buf::{IoBuf, IoBufMut},

@@ -20,8 +20,8 @@
 use std::os::fd::BorrowedFd;
 use std::{io, pin::Pin};
 
+use crate::AioCancelStat;
 use mio::{Registry, Token};
-use nix::sys::aio::AioCancelStat;
 
 /// What every platform's single-operation type implements; `crate::Source` forwards to it.
 ///

@@ -11,17 +11,17 @@ use std::{
 };
 
 use mio::{Registry, Token};
-use nix::{
-    errno::Errno,
-    sys::aio::{AioCancelStat, AioFsyncMode},
-};
+use nix::errno::Errno;
 
 use super::{
     job::KqJob,
     notify::UserEvent,
     registration::{busy, kqueue_fd, NotifyFd, Registered},
 };
-use crate::sys::pool::{OpKind, Request};
+use crate::{
+    sys::pool::{OpKind, Request},
+    AioCancelStat, AioFsyncMode,
+};
 
 /// iovec arrays copied out of the caller's slice, so the workers read a stable copy. The field
 /// is only read through `Request::addr`.
@@ -296,9 +296,16 @@ impl<'a> WritevOp<'a> {
 
 impl<'a> FsyncOp<'a> {
     pub(crate) fn new(fd: BorrowedFd<'a>, mode: AioFsyncMode, _prio: i32) -> Self {
+        // DragonFly's `AioFsyncMode` (nix's) has only `O_SYNC`.
+        #[cfg(not(target_os = "dragonfly"))]
         let kind = match mode {
             AioFsyncMode::O_DSYNC => OpKind::Fdatasync,
             _ => OpKind::Fsync,
+        };
+        #[cfg(target_os = "dragonfly")]
+        let kind = {
+            let _: AioFsyncMode = mode;
+            OpKind::Fsync
         };
         FsyncOp(Op::new(kind, fd.as_raw_fd(), 0, std::ptr::null_mut(), 0))
     }

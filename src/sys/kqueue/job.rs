@@ -13,10 +13,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use nix::{errno::Errno, sys::aio::AioCancelStat};
+use nix::errno::Errno;
 
 use super::notify::UserEvent;
-use crate::sys::pool::{Job, Request, WorkerPool};
+use crate::{
+    sys::pool::{Job, Request, WorkerPool},
+    AioCancelStat,
+};
 
 /// The most worker threads (as Linux's default `max_threads`); they start on demand and leave
 /// after a few idle seconds.

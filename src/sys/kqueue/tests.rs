@@ -11,9 +11,9 @@ use std::{
 };
 
 use mio::{Events, Interest, Poll, Token};
-use nix::{errno::Errno, sys::aio::AioCancelStat};
+use nix::errno::Errno;
 
-use crate::{LioCbBuilder, LioOpcode, ReadAt, SourceApi, WriteAt};
+use crate::{AioCancelStat, LioCbBuilder, LioOpcode, ReadAt, SourceApi, WriteAt};
 
 const TOKEN: Token = Token(0x5eed);
 

@@ -10,6 +10,8 @@ pub(crate) enum OpKind {
     Readv,
     Writev,
     Fsync,
+    /// Never asked for on DragonFly, whose `AioFsyncMode` (nix's) has no `O_DSYNC`.
+    #[cfg_attr(target_os = "dragonfly", allow(dead_code))]
     Fdatasync,
     Nop,
 }
