@@ -11,8 +11,15 @@
 //! |---|---|---|
 //! | FreeBSD | POSIX AIO (`aio_read`, `lio_listio`, …) | kqueue (`SIGEV_KEVENT`) |
 //! | Linux | io_uring; kernel AIO (`io_submit`) where io_uring is refused; a thread pool as the last resort | an eventfd per operation, registered with epoll |
+//! | macOS, DragonFly, NetBSD, OpenBSD (compile-checked only) | worker threads (`pread`, `pwrite`, `fsync`; on macOS `F_FULLFSYNC`) | an `EVFILT_USER` event per submission in the caller's kqueue, reported as readable |
 //!
-//! The API is the same on both systems: a portable program needs no `cfg`. Register with
+//! On macOS, worker threads rather than its POSIX AIO: macOS AIO cannot post a kqueue event
+//! per operation (a thread would have to sit in `aio_suspend` and relay), and the whole system
+//! shares `kern.aiomax` (90 by default) operations. `fsync` with `AioFsyncMode::O_DSYNC` is
+//! `fdatasync(2)` where it exists; on macOS both modes are `fcntl(F_FULLFSYNC)`, the call that
+//! makes data durable there (`fsync(2)` leaves it in the drive's cache).
+//!
+//! The API is the same on every system: a portable program needs no `cfg`. Register with
 //! [`AIO`] (single operations) or [`LIO`] (batches), which name the right [`mio::Interest`] on
 //! each system.
 //!
