@@ -42,27 +42,40 @@ pub(crate) struct StreamWait {
 }
 
 /// The descriptor a cancel writes to wake the worker: `read` is what the worker polls, `write`
-/// what a cancel writes to (one eventfd on Linux, the two ends of a pipe elsewhere).
+/// what a cancel writes to (one eventfd on Linux, so no `write`; the two ends of a pipe
+/// elsewhere).
 #[derive(Debug)]
 struct Wake {
     read: OwnedFd,
-    #[cfg(not(target_os = "linux"))]
-    write: OwnedFd,
+    write: Option<OwnedFd>,
 }
 
 impl Wake {
     #[cfg(target_os = "linux")]
     fn new() -> Option<Wake> {
-        // SAFETY: eventfd takes no pointers.
-        let fd = syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK)).ok()?;
-        // SAFETY: `fd` was just returned by eventfd and is owned by nothing else.
-        Some(Wake {
-            read: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        Wake::eventfd()
     }
 
     #[cfg(not(target_os = "linux"))]
     fn new() -> Option<Wake> {
+        Wake::pipe()
+    }
+
+    #[cfg(target_os = "linux")]
+    fn eventfd() -> Option<Wake> {
+        // SAFETY: eventfd takes no pointers.
+        let fd = syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK)).ok()?;
+        Some(Wake {
+            // SAFETY: `fd` was just returned by eventfd and is owned by nothing else.
+            read: unsafe { OwnedFd::from_raw_fd(fd) },
+            write: None,
+        })
+    }
+
+    /// The wake-up of the systems without eventfd (also built on Linux, where its unit test
+    /// runs).
+    #[cfg_attr(all(target_os = "linux", not(test)), allow(dead_code))]
+    fn pipe() -> Option<Wake> {
         let mut fds = [-1; 2];
         // SAFETY: `fds` is a local array of two ints, which pipe fills.
         syscall!(pipe(fds.as_mut_ptr())).ok()?;
@@ -72,16 +85,16 @@ impl Wake {
             // SAFETY: fcntl with integer arguments on a descriptor we own.
             let _ = syscall!(fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC));
         }
-        // SAFETY: as above.
+        // SAFETY: as above. Non-blocking: a full pipe (many cancels) refuses more at once.
         let _ = syscall!(fcntl(write.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK));
-        Some(Wake { read, write })
+        Some(Wake {
+            read,
+            write: Some(write),
+        })
     }
 
     fn signal(&self) {
-        #[cfg(target_os = "linux")]
-        let fd = self.read.as_raw_fd();
-        #[cfg(not(target_os = "linux"))]
-        let fd = self.write.as_raw_fd();
+        let fd = self.write.as_ref().unwrap_or(&self.read).as_raw_fd();
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a local to a descriptor we own (an eventfd takes exactly
         // 8; a pipe takes them or, full, refuses without blocking: it is already readable).
@@ -91,9 +104,13 @@ impl Wake {
 
 impl StreamWait {
     pub(crate) fn new() -> StreamWait {
+        StreamWait::with_wake(Wake::new())
+    }
+
+    fn with_wake(wake: Option<Wake>) -> StreamWait {
         StreamWait {
             state: Mutex::new(State::Waiting),
-            wake: Wake::new(),
+            wake,
         }
     }
 
@@ -185,6 +202,13 @@ fn transfer_nowait(r: &Request) -> i64 {
 /// and macOS have no per-call `RWF_NOWAIT`).
 #[cfg(not(target_os = "linux"))]
 fn transfer_nowait(r: &Request) -> i64 {
+    transfer_plain(r)
+}
+
+/// One read or write at the stream's position with the plain call (built on Linux too, where
+/// its unit test runs).
+#[cfg_attr(all(target_os = "linux", not(test)), allow(dead_code))]
+fn transfer_plain(r: &Request) -> i64 {
     let mut one = EMPTY_IOVEC;
     let (iov, count) = iovecs(r, &mut one);
     let write = matches!(r.kind, OpKind::Write | OpKind::Writev);
@@ -226,5 +250,93 @@ fn plain_transfer(
         syscall!(writev(fd, iov, count))
     } else {
         syscall!(readv(fd, iov, count))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The parts only the systems without eventfd and `RWF_NOWAIT` use, run here on Linux too.
+
+    use std::{
+        os::fd::{AsRawFd, FromRawFd, OwnedFd},
+        sync::Arc,
+        time::Duration,
+    };
+
+    use super::{transfer_plain, StreamWait, Wake};
+    use crate::sys::pool::{OpKind, Request};
+
+    fn pipe() -> (OwnedFd, OwnedFd) {
+        let mut fds = [-1; 2];
+        // SAFETY: `fds` is a local array of two ints, which pipe fills.
+        syscall!(pipe(fds.as_mut_ptr())).unwrap();
+        // SAFETY: pipe just returned these new descriptors, owned by nothing else.
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+    }
+
+    #[test]
+    fn a_pipe_wake_ends_a_stream_wait() {
+        let (rx, _tx) = pipe();
+        let mut buf = [0u8; 4];
+        let r = Request {
+            kind: OpKind::Read,
+            fd: rx.as_raw_fd(),
+            offset: 0,
+            addr: buf.as_mut_ptr(),
+            len: buf.len(),
+        };
+        let wait = Arc::new(StreamWait::with_wake(Some(Wake::pipe().unwrap())));
+        let waiter = {
+            let wait = wait.clone();
+            std::thread::spawn(move || wait.run(&r))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!waiter.is_finished(), "an empty pipe: still waiting");
+        assert!(wait.cancel());
+        // A wake that does not wake would leave the worker in `poll` for good: bounded here.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !waiter.is_finished() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the pipe wake did not wake"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(waiter.join().unwrap(), -i64::from(libc::ECANCELED));
+    }
+
+    #[test]
+    fn plain_transfers_read_and_write_a_pipe() {
+        let (rx, tx) = pipe();
+        let mut out = *b"data";
+        let w = Request {
+            kind: OpKind::Write,
+            fd: tx.as_raw_fd(),
+            offset: 0,
+            addr: out.as_mut_ptr(),
+            len: out.len(),
+        };
+        assert_eq!(transfer_plain(&w), 4);
+        let mut a = [0u8; 2];
+        let mut b = [0u8; 2];
+        let iov = [
+            libc::iovec {
+                iov_base: a.as_mut_ptr().cast(),
+                iov_len: 2,
+            },
+            libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: 2,
+            },
+        ];
+        let r = Request {
+            kind: OpKind::Readv,
+            fd: rx.as_raw_fd(),
+            offset: 0,
+            addr: iov.as_ptr() as *mut u8,
+            len: iov.len(),
+        };
+        assert_eq!(transfer_plain(&r), 4);
+        assert_eq!((&a, &b), (b"da", b"ta"));
     }
 }
