@@ -526,11 +526,13 @@ struct ReadmeDoctests;
 /// The [`mio::Interest`] to register a single operation ([`Source`]) with.
 ///
 /// On FreeBSD this is `Interest::AIO`; on Linux, where an operation's completion is signalled
-/// through an eventfd, it is `Interest::READABLE`. Registering with any other interest fails
-/// with [`std::io::ErrorKind::InvalidInput`].
+/// through an eventfd, it is `Interest::READABLE`; on macOS, DragonFly, NetBSD and OpenBSD,
+/// where it is an `EVFILT_USER` event, which mio reports as readable, `Interest::READABLE`
+/// too. Registering with any other interest fails with [`std::io::ErrorKind::InvalidInput`].
 pub const AIO: mio::Interest = sys::AIO;
 
 /// The [`mio::Interest`] to register a batch ([`LioCb`]) with.
 ///
-/// On FreeBSD this is `Interest::LIO`; on Linux it is `Interest::READABLE`.
+/// On FreeBSD this is `Interest::LIO`; on Linux, macOS, DragonFly, NetBSD and OpenBSD it is
+/// `Interest::READABLE`.
 pub const LIO: mio::Interest = sys::LIO;
