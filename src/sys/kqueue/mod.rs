@@ -33,6 +33,10 @@
 //! `RWF_NOWAIT` here): another reader of the same stream taking the data first makes the
 //! worker block until more comes, and a cancel cannot end that. `fork` is not handled as on
 //! Linux: a child must not touch operations its parent submitted.
+//!
+//! `EVFILT_USER` is recent on some of these systems (NetBSD 10; OpenBSD only in recent
+//! releases): where the kernel lacks it, arming the event fails and `submit` of a registered
+//! operation returns that error (an unregistered one, polled with `error()`, still works).
 
 mod aio;
 mod job;
