@@ -71,8 +71,10 @@ mod pool;
     target_os = "macos",
     target_os = "dragonfly",
     target_os = "netbsd",
-    target_os = "openbsd"
+    target_os = "openbsd",
+    all(test, target_os = "linux")
 ))]
+#[cfg_attr(target_os = "linux", allow(dead_code, unused_imports))]
 mod kqueue;
 #[cfg(any(
     target_os = "macos",

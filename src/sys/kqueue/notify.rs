@@ -97,6 +97,21 @@ impl Drop for UserEvent {
     }
 }
 
+/// A new kqueue, close-on-exec: the private queue of the tokio layer.
+pub(crate) fn private_queue() -> io::Result<OwnedFd> {
+    // SAFETY: kqueue takes no arguments.
+    let kq = syscall!(kqueue())?;
+    // SAFETY: kqueue just returned this new descriptor, owned by nothing else.
+    let kq = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(kq) };
+    // SAFETY: fcntl with integer arguments on a descriptor we own.
+    syscall!(fcntl(
+        std::os::fd::AsRawFd::as_raw_fd(&kq),
+        libc::F_SETFD,
+        libc::FD_CLOEXEC
+    ))?;
+    Ok(kq)
+}
+
 /// Checks that `kq` is a kqueue, so that `register` reports a bad one at once.
 pub(crate) fn check_kqueue(kq: RawFd) -> io::Result<()> {
     let zero = libc::timespec {

@@ -4,14 +4,14 @@
 
 use std::{
     io,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+    os::fd::{AsRawFd, OwnedFd, RawFd},
     sync::Arc,
 };
 
 use mio::Registry;
 use nix::errno::Errno;
 
-use super::notify::{check_kqueue, Target, UserEvent};
+use super::notify::{check_kqueue, private_queue, Target, UserEvent};
 #[cfg(feature = "tokio")]
 use std::os::fd::BorrowedFd;
 
@@ -45,12 +45,7 @@ impl Registered {
     /// submission completes. Replaces any registration.
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn attach_private(&mut self) -> io::Result<NotifyFd> {
-        // SAFETY: kqueue takes no arguments.
-        let kq = syscall!(kqueue())?;
-        // SAFETY: kqueue just returned this new descriptor, owned by nothing else.
-        let kq = Arc::new(unsafe { OwnedFd::from_raw_fd(kq) });
-        // SAFETY: fcntl with integer arguments on a descriptor we own.
-        syscall!(fcntl(kq.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC))?;
+        let kq = Arc::new(private_queue()?);
         self.target = Some(Target {
             kq: kq.as_raw_fd(),
             token: 0,
