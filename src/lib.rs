@@ -11,8 +11,15 @@
 //! |---|---|---|
 //! | FreeBSD | POSIX AIO (`aio_read`, `lio_listio`, …) | kqueue (`SIGEV_KEVENT`) |
 //! | Linux | io_uring; kernel AIO (`io_submit`) where io_uring is refused; a thread pool as the last resort | an eventfd per operation, registered with epoll |
+//! | macOS, DragonFly, NetBSD, OpenBSD (compile-checked only) | worker threads (`pread`, `pwrite`, `fsync`; on macOS `F_FULLFSYNC`) | an `EVFILT_USER` event per submission in the caller's kqueue, reported as readable |
 //!
-//! The API is the same on both systems: a portable program needs no `cfg`. Register with
+//! On macOS, worker threads rather than its POSIX AIO: macOS AIO cannot post a kqueue event
+//! per operation (a thread would have to sit in `aio_suspend` and relay), and the whole system
+//! shares `kern.aiomax` (90 by default) operations. `fsync` with `AioFsyncMode::O_DSYNC` is
+//! `fdatasync(2)` where it exists; on macOS both modes are `fcntl(F_FULLFSYNC)`, the call that
+//! makes data durable there (`fsync(2)` leaves it in the drive's cache).
+//!
+//! The API is the same on every system: a portable program needs no `cfg`. Register with
 //! [`AIO`] (single operations) or [`LIO`] (batches), which name the right [`mio::Interest`] on
 //! each system.
 //!
@@ -466,6 +473,8 @@ pub mod guide;
 mod lio;
 #[cfg_attr(not(target_os = "freebsd"), allow(dead_code))]
 mod lio_book;
+#[cfg(target_os = "openbsd")]
+mod openbsd_aio_types;
 pub mod owned;
 mod source;
 mod sys;
@@ -491,6 +500,7 @@ pub use nix::errno::Errno;
 /// finished ([`AioAllDone`](AioCancelStat::AioAllDone)). [`SourceApi::cancel`] returns it.
 ///
 /// nix's own type, re-exported as mio-aio 2.0 does (so `use mio_aio::AioCancelStat::*` works).
+#[cfg(not(target_os = "openbsd"))]
 #[doc(no_inline)]
 pub use nix::sys::aio::AioCancelStat;
 /// What [`Fsync::fsync`] makes durable: `O_SYNC` the data and the metadata (like `fsync(2)`),
@@ -498,8 +508,11 @@ pub use nix::sys::aio::AioCancelStat;
 /// takes it.
 ///
 /// nix's own type, re-exported as mio-aio 2.0 does.
+#[cfg(not(target_os = "openbsd"))]
 #[doc(no_inline)]
 pub use nix::sys::aio::AioFsyncMode;
+#[cfg(target_os = "openbsd")]
+pub use openbsd_aio_types::{AioCancelStat, AioFsyncMode};
 pub use source::{Fsync, ReadAt, ReadvAt, Source, SourceApi, WriteAt, WritevAt};
 
 #[cfg(target_os = "linux")]
@@ -513,11 +526,13 @@ struct ReadmeDoctests;
 /// The [`mio::Interest`] to register a single operation ([`Source`]) with.
 ///
 /// On FreeBSD this is `Interest::AIO`; on Linux, where an operation's completion is signalled
-/// through an eventfd, it is `Interest::READABLE`. Registering with any other interest fails
-/// with [`std::io::ErrorKind::InvalidInput`].
+/// through an eventfd, it is `Interest::READABLE`; on macOS, DragonFly, NetBSD and OpenBSD,
+/// where it is an `EVFILT_USER` event, which mio reports as readable, `Interest::READABLE`
+/// too. Registering with any other interest fails with [`std::io::ErrorKind::InvalidInput`].
 pub const AIO: mio::Interest = sys::AIO;
 
 /// The [`mio::Interest`] to register a batch ([`LioCb`]) with.
 ///
-/// On FreeBSD this is `Interest::LIO`; on Linux it is `Interest::READABLE`.
+/// On FreeBSD this is `Interest::LIO`; on Linux, macOS, DragonFly, NetBSD and OpenBSD it is
+/// `Interest::READABLE`.
 pub const LIO: mio::Interest = sys::LIO;

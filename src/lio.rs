@@ -97,7 +97,7 @@ pub(crate) struct LioEntry<'a> {
     pub offset: u64,
     pub buf: LioBuf<'a>,
     /// Linux has no per-request priority for these operations.
-    #[cfg_attr(target_os = "linux", allow(dead_code))]
+    #[cfg_attr(not(target_os = "freebsd"), allow(dead_code))]
     pub prio: i32,
     pub opcode: LioOpcode,
 }
@@ -305,7 +305,7 @@ impl<'a> LioCb<'a> {
     }
 }
 
-#[cfg(all(feature = "tokio", target_os = "linux"))]
+#[cfg(all(feature = "tokio", not(target_os = "freebsd")))]
 impl LioCb<'_> {
     /// For the tokio layer: the eventfd that becomes readable when the whole batch is done.
     #[allow(dead_code)]

@@ -6,8 +6,8 @@ use std::{
     pin::Pin,
 };
 
+use crate::{AioCancelStat, AioFsyncMode};
 use mio::{event, Interest, Registry, Token};
-use nix::sys::aio::{AioCancelStat, AioFsyncMode};
 
 use crate::sys;
 
@@ -207,9 +207,9 @@ pub trait SourceApi {
 #[derive(Debug)]
 pub struct Source<T> {
     inner: T,
-    /// Linux's operations could move, but stay `!Unpin` like FreeBSD's (nix's control blocks
-    /// are `!Unpin`), so that portable code pins them on both systems.
-    #[cfg(target_os = "linux")]
+    /// Operations outside FreeBSD could move, but stay `!Unpin` like FreeBSD's (nix's control
+    /// blocks are `!Unpin`), so that portable code pins them on every system.
+    #[cfg(not(target_os = "freebsd"))]
     _pinned: std::marker::PhantomPinned,
 }
 
@@ -217,7 +217,7 @@ impl<T> Source<T> {
     pub(crate) fn new(inner: T) -> Self {
         Source {
             inner,
-            #[cfg(target_os = "linux")]
+            #[cfg(not(target_os = "freebsd"))]
             _pinned: std::marker::PhantomPinned,
         }
     }
@@ -270,7 +270,7 @@ impl<T: sys::Operation> Source<T> {
     }
 }
 
-#[cfg(all(feature = "tokio", target_os = "linux"))]
+#[cfg(all(feature = "tokio", not(target_os = "freebsd")))]
 impl<T: sys::Operation> Source<T> {
     /// For the tokio layer: see `sys::Operation::attach_notify_fd`.
     #[allow(dead_code)]

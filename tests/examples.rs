@@ -6,6 +6,8 @@
 //! features as this test), then every test runs the binaries from `<profile>/examples/`
 //! directly. Each child is killed if its test fails, and nothing waits more than 60 s.
 
+// `OpenOptions` is only for the O_DIRECT test, which macOS and OpenBSD skip.
+#[cfg_attr(any(target_os = "macos", target_os = "openbsd"), allow(unused_imports))]
 use std::{
     ffi::OsStr,
     fs::OpenOptions,
@@ -310,6 +312,7 @@ fn copy_copies_a_file_exactly() {
 }
 
 #[test]
+#[cfg(not(any(target_os = "macos", target_os = "openbsd")))] // no O_DIRECT there
 fn copy_with_o_direct() {
     // tmpfs (often /tmp) may refuse O_DIRECT: use a disk-backed directory.
     let base = Path::new("/var/tmp");

@@ -13,6 +13,13 @@ use super::{measure::Rng, spec::Regime};
 /// The default size of the data file: 1 GiB.
 pub const DEFAULT_SIZE: u64 = 1 << 30;
 
+/// The open flag of the direct regime: `O_DIRECT`, which macOS and OpenBSD do not have (there
+/// the flag is 0 and the "direct" regime reads through the page cache like the buffered one).
+#[cfg(not(any(target_os = "macos", target_os = "openbsd")))]
+pub const O_DIRECT: i32 = libc::O_DIRECT;
+#[cfg(any(target_os = "macos", target_os = "openbsd"))]
+pub const O_DIRECT: i32 = 0;
+
 /// Cargo's target directory of this benchmark binary (`target/release/deps/compare-…`).
 pub fn target_dir() -> PathBuf {
     std::env::current_exe()
@@ -58,7 +65,7 @@ pub fn open(path: &Path, regime: Regime) -> io::Result<File> {
     let mut o = OpenOptions::new();
     o.read(true).write(true);
     if regime == Regime::Direct {
-        o.custom_flags(libc::O_DIRECT);
+        o.custom_flags(O_DIRECT);
     }
     o.open(path)
 }

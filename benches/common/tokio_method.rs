@@ -58,7 +58,7 @@ pub fn run_fs(point: &Point, params: &RunParams) -> Result<Sample, Error> {
         let mut o = tokio::fs::OpenOptions::new();
         o.read(true).write(true);
         if point.regime == Regime::Direct {
-            o.custom_flags(libc::O_DIRECT);
+            o.custom_flags(data::O_DIRECT);
         }
         files.push(rt.block_on(o.open(&params.file))?);
     }

@@ -83,8 +83,8 @@ mod state;
 
 use std::{fmt, io, os::fd::AsFd};
 
+use crate::AioCancelStat;
 use mio::{event, Interest, Registry, Token};
-use nix::sys::aio::AioCancelStat;
 
 #[cfg(all(feature = "tokio", target_os = "freebsd"))]
 pub(crate) use self::orphanage::{adopt, Orphan};

@@ -31,7 +31,9 @@ use std::{
 };
 
 use mio::{Registry, Token};
-use nix::{errno::Errno, sys::aio::AioCancelStat};
+use nix::errno::Errno;
+
+use crate::AioCancelStat;
 
 use super::{
     buf::{IoBuf, IoBufMut},
@@ -224,7 +226,7 @@ impl<T: Kind, B: Send + 'static, F: Send + 'static> sys::Operation for Owning<T,
             op.deregister_raw()
         }
     }
-    #[cfg(all(feature = "tokio", target_os = "linux"))]
+    #[cfg(all(feature = "tokio", not(target_os = "freebsd")))]
     fn attach_notify_fd(&mut self) -> std::io::Result<sys::NotifyFd> {
         match self.op_for_registration() {
             Some(op) => op.attach_notify_fd(),

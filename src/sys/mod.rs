@@ -12,14 +12,16 @@
 //!   its event arrives once, when every operation it submitted has completed.
 //!
 //! Everything else (how submission and completion work, worker threads, fds) is the platform's
-//! own business. `crate::source` and `crate::lio` hold the public, portable types.
+//! own business: `freebsd` (POSIX AIO and kqueue), `linux` (io_uring, kernel AIO or worker
+//! threads, and epoll), `kqueue` (macOS, DragonFly, NetBSD, OpenBSD: worker threads and
+//! `EVFILT_USER`); `pool` is the worker pool that `linux` and `kqueue` share. `crate::source` and `crate::lio` hold the public, portable types.
 
 #[cfg(feature = "tokio")]
 use std::os::fd::BorrowedFd;
 use std::{io, pin::Pin};
 
+use crate::AioCancelStat;
 use mio::{Registry, Token};
-use nix::sys::aio::AioCancelStat;
 
 /// What every platform's single-operation type implements; `crate::Source` forwards to it.
 ///
@@ -48,9 +50,10 @@ pub trait Operation {
     #[cfg(feature = "tokio")]
     fn deregister_raw(&mut self);
     /// Linux: gives the operation an eventfd of its own, in no epoll set, and returns it; it
-    /// becomes readable when the operation completes. Replaces any registration. Fails with
+    /// becomes readable when the operation completes. The kqueue systems: a kqueue of its own,
+    /// readable while its completion event is pending. Replaces any registration. Fails with
     /// `ResourceBusy` while the operation is in flight.
-    #[cfg(all(feature = "tokio", target_os = "linux"))]
+    #[cfg(all(feature = "tokio", not(target_os = "freebsd")))]
     fn attach_notify_fd(&mut self) -> io::Result<NotifyFd>;
 }
 
@@ -61,8 +64,34 @@ pub use freebsd::*;
 
 #[cfg(target_os = "linux")]
 mod linux;
+#[cfg(not(target_os = "freebsd"))]
+mod pool;
+
+#[cfg(any(
+    target_os = "macos",
+    target_os = "dragonfly",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    all(test, target_os = "linux")
+))]
+#[cfg_attr(target_os = "linux", allow(dead_code, unused_imports))]
+mod kqueue;
+#[cfg(any(
+    target_os = "macos",
+    target_os = "dragonfly",
+    target_os = "netbsd",
+    target_os = "openbsd"
+))]
+pub use kqueue::*;
 #[cfg(target_os = "linux")]
 pub use linux::*;
 
-#[cfg(not(any(target_os = "freebsd", target_os = "linux")))]
-compile_error!("mio-aio supports FreeBSD and Linux");
+#[cfg(not(any(
+    target_os = "freebsd",
+    target_os = "linux",
+    target_os = "macos",
+    target_os = "dragonfly",
+    target_os = "netbsd",
+    target_os = "openbsd"
+)))]
+compile_error!("mio-aio supports FreeBSD, Linux, macOS, DragonFly, NetBSD and OpenBSD");

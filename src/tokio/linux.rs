@@ -1,5 +1,7 @@
-//! Linux: every operation (or batch) gets a private eventfd (`attach_notify_fd`), which the
-//! backend signals on completion and tokio's reactor watches through `AsyncFd`.
+//! Linux and the kqueue systems (macOS, DragonFly, NetBSD, OpenBSD): every operation (or
+//! batch) gets a private notifier descriptor (`attach_notify_fd`: an eventfd on Linux, a kqueue
+//! of its own elsewhere), which the backend signals on completion and tokio's reactor watches
+//! through `AsyncFd`.
 //!
 //! The eventfd is registered with tokio only when the operation is still running after its
 //! submission: an operation the kernel completed inline (a cached read through io_uring or

@@ -165,9 +165,18 @@ pub mod owned;
 mod freebsd;
 #[cfg(target_os = "freebsd")]
 use freebsd as imp;
-#[cfg(target_os = "linux")]
+/// The mode of `sync_data`: `O_DSYNC`, except on DragonFly, where nix's `AioFsyncMode` has
+/// only `O_SYNC` (a full `fsync`, which makes the data durable too).
+#[cfg(not(target_os = "dragonfly"))]
+const DATA_SYNC: AioFsyncMode = AioFsyncMode::O_DSYNC;
+#[cfg(target_os = "dragonfly")]
+const DATA_SYNC: AioFsyncMode = AioFsyncMode::O_SYNC;
+
+// Linux's layer (a private notifier descriptor watched with `AsyncFd`) serves the kqueue
+// systems too: there the descriptor is a private kqueue.
+#[cfg(not(target_os = "freebsd"))]
 mod linux;
-#[cfg(target_os = "linux")]
+#[cfg(not(target_os = "freebsd"))]
 use linux as imp;
 
 /// A future that runs one file operation: a [`Source`] driven by tokio.
@@ -377,7 +386,7 @@ pub trait AioFileExt: AsFd {
     /// # });
     /// ```
     fn sync_data(&self) -> SyncAll<'_> {
-        AioFut::new(crate::Fsync::fsync(self.as_fd(), AioFsyncMode::O_DSYNC, 0))
+        AioFut::new(crate::Fsync::fsync(self.as_fd(), DATA_SYNC, 0))
     }
 }
 

@@ -124,13 +124,13 @@ pub fn sync_all<F: AsFd + Send + 'static>(file: F) -> SyncAll<F> {
 /// Flushes the file's data (and the metadata needed to read it back) to storage, like
 /// `fdatasync`.
 pub fn sync_data<F: AsFd + Send + 'static>(file: F) -> SyncAll<F> {
-    OwnedFut::new(Owning::fsync(file, AioFsyncMode::O_DSYNC, 0))
+    OwnedFut::new(Owning::fsync(file, super::DATA_SYNC, 0))
 }
 
 impl<T: Kind, B: Send + 'static, F: Send + 'static> OwnedFut<T, B, F> {
     fn new(state: Owning<T, B, F>) -> Self {
         let source = Source::new(state);
-        #[cfg(target_os = "linux")]
+        #[cfg(not(target_os = "freebsd"))]
         // Dropping the future deregisters its eventfd from tokio first (an fd taken out of an
         // epoll set reports nothing more), then drops the `Owning`, which hands an operation
         // in flight to the reaper.

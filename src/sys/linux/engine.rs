@@ -23,7 +23,6 @@
 use std::{
     any::Any,
     fmt::Debug,
-    os::fd::RawFd,
     sync::{
         atomic::{AtomicI64, AtomicU8, AtomicUsize, Ordering},
         Arc,
@@ -35,37 +34,7 @@ use nix::{errno::Errno, sys::aio::AioCancelStat};
 
 use super::{config::Backend, fork, notify::Notifier};
 
-/// What a request asks the kernel to do.
-#[derive(Clone, Copy, Debug, Eq, PartialEq)]
-pub(crate) enum OpKind {
-    Read,
-    Write,
-    Readv,
-    Writev,
-    Fsync,
-    Fdatasync,
-    Nop,
-}
-
-/// One request as the engines see it: plain pointers into buffers that the owning operation
-/// borrows for its whole life.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Request {
-    pub kind: OpKind,
-    pub fd: RawFd,
-    pub offset: u64,
-    /// The buffer (`Read`, `Write`) or the iovec array (`Readv`, `Writev`).
-    pub addr: *mut u8,
-    /// Bytes (`Read`, `Write`) or iovec count (`Readv`, `Writev`).
-    pub len: usize,
-}
-
-// SAFETY: a Request is only plain data. Whoever submits it promises (the `# Safety` contract of
-// `Engine::submit`) that the memory it points to stays valid and unaliased until its completion
-// is done, whichever thread the engine uses it from.
-unsafe impl Send for Request {}
-// SAFETY: as above; the request itself is never mutated while shared.
-unsafe impl Sync for Request {}
+pub(crate) use crate::sys::pool::{OpKind, Request};
 
 /// How long one blocking wait inside the engines lasts before it rechecks: short enough that a
 /// result recorded by another thread is noticed promptly.

@@ -9,8 +9,9 @@
 //! * `driver`: one per process; chooses the engine, decides who signals what, does cached
 //!   reads at once (`nowait`), and hands everything else to the engine;
 //! * the engines, behind the `engine::Engine` trait: `uring` (io_uring), `kaio` (kernel AIO)
-//!   and `threads` (worker threads, also kernel AIO's helper, with `stream` for cancellable
-//!   waits on pipes and sockets), each asking `policy` how to run a file's requests;
+//!   and `threads` (worker threads, also kernel AIO's helper: `crate::sys::pool`, shared with
+//!   the kqueue systems, with its cancellable waits on pipes and sockets), each asking `policy`
+//!   how to run a file's requests;
 //! * `engine` (the trait, the request and completion types every engine shares, and what
 //!   `cancel()` answers), `notify` and `parked` (the eventfds), `config` (the settings), `fork`
 //!   (fork detection).
@@ -31,7 +32,6 @@ mod nowait;
 mod parked;
 mod policy;
 mod registration;
-mod stream;
 mod threads;
 mod uring;
 
