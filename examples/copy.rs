@@ -33,7 +33,7 @@ use std::{
     io::{self, ErrorKind},
     os::{
         fd::AsFd,
-        unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt},
+        unix::fs::{FileTypeExt, MetadataExt},
     },
     path::{Path, PathBuf},
     time::{Duration, Instant},
@@ -204,7 +204,10 @@ fn parse_size(s: &str) -> std::result::Result<usize, String> {
 /// Opens `path` with `O_DIRECT` or not, explaining the usual failure.
 fn open(path: &Path, options: &mut OpenOptions, direct: bool) -> Result<File> {
     if direct {
-        options.custom_flags(libc::O_DIRECT);
+        #[cfg(not(any(target_os = "macos", target_os = "openbsd")))]
+        std::os::unix::fs::OpenOptionsExt::custom_flags(options, libc::O_DIRECT);
+        #[cfg(any(target_os = "macos", target_os = "openbsd"))]
+        return Err(format!("{}: this system has no O_DIRECT", path.display()).into());
     }
     options.open(path).map_err(|e| {
         if direct && e.raw_os_error() == Some(libc::EINVAL) {

@@ -602,6 +602,7 @@ fn two_hundred_concurrent_keep_alive_connections() {
 
 /// A directory on a disk-backed file system (tmpfs may refuse `O_DIRECT`), or `None` after
 /// saying why the test is skipped.
+#[cfg(not(any(target_os = "macos", target_os = "openbsd")))]
 fn o_direct_dir() -> Option<PathBuf> {
     let base = Path::new("/var/tmp");
     let base = if base.is_dir() {
@@ -628,6 +629,7 @@ fn o_direct_dir() -> Option<PathBuf> {
 }
 
 #[test]
+#[cfg(not(any(target_os = "macos", target_os = "openbsd")))]
 fn direct_mode_serves_unaligned_tails_and_ranges() {
     let Some(base) = o_direct_dir() else {
         return;

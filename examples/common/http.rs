@@ -154,7 +154,7 @@ pub fn resolve(root: &Path, target: &str) -> Result<PathBuf, NoFile> {
 pub fn open_beneath(root: &Path, path: &Path, direct: bool) -> io::Result<(File, u64)> {
     let mut flags = libc::O_NONBLOCK;
     if direct {
-        flags |= libc::O_DIRECT;
+        flags |= o_direct()?;
     }
     let file = OpenOptions::new()
         .read(true)
@@ -166,7 +166,7 @@ pub fn open_beneath(root: &Path, path: &Path, direct: bool) -> io::Result<(File,
     }
     // F_SETFL sets all of the flags it can change: keep O_DIRECT, the only other one set.
     let keep = if direct {
-        OFlag::O_DIRECT
+        OFlag::from_bits_retain(o_direct()?)
     } else {
         OFlag::empty()
     };
@@ -337,4 +337,16 @@ pub fn content_type(path: &Path) -> &'static str {
         "svg" => "image/svg+xml",
         _ => "application/octet-stream",
     }
+}
+
+/// The open flag that bypasses the page cache, or `Unsupported` where the system has none
+/// (macOS and OpenBSD).
+fn o_direct() -> io::Result<libc::c_int> {
+    #[cfg(not(any(target_os = "macos", target_os = "openbsd")))]
+    return Ok(libc::O_DIRECT);
+    #[cfg(any(target_os = "macos", target_os = "openbsd"))]
+    return Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "this system has no O_DIRECT",
+    ));
 }
