@@ -23,6 +23,12 @@ fn file_with(content: &[u8]) -> std::fs::File {
     f
 }
 
+/// Every fsync mode the system has (DragonFly's nix has no `O_DSYNC`).
+#[cfg(not(target_os = "dragonfly"))]
+const FSYNC_MODES: &[AioFsyncMode] = &[AioFsyncMode::O_SYNC, AioFsyncMode::O_DSYNC];
+#[cfg(target_os = "dragonfly")]
+const FSYNC_MODES: &[AioFsyncMode] = &[AioFsyncMode::O_SYNC];
+
 #[test]
 fn read_at() {
     let f = file_with(b"abcdef123456");
@@ -105,7 +111,7 @@ fn writev_at() {
 
 #[test]
 fn fsync() {
-    for mode in [AioFsyncMode::O_SYNC, AioFsyncMode::O_DSYNC] {
+    for &mode in FSYNC_MODES {
         let f = file_with(b"abcdef");
         let mut poll = Poll::new().unwrap();
         let mut op = Fsync::fsync(f.as_fd(), mode, 0);
@@ -125,7 +131,7 @@ fn fsync() {
 /// FreeBSD then refuses with `EINVAL`.)
 #[test]
 fn fsync_submitted_again_after_aio_return() {
-    for mode in [AioFsyncMode::O_SYNC, AioFsyncMode::O_DSYNC] {
+    for &mode in FSYNC_MODES {
         let f = file_with(b"abcdef");
         let mut poll = Poll::new().unwrap();
         let mut op = Fsync::fsync(f.as_fd(), mode, 0);

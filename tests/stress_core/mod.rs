@@ -46,6 +46,12 @@ use mio_aio::{
     ReadvAt, SourceApi, WriteAt, WritevAt,
 };
 
+/// `O_DSYNC`, where the system has it (DragonFly's nix does not: there it is `O_SYNC`).
+#[cfg(not(target_os = "dragonfly"))]
+const DSYNC: AioFsyncMode = AioFsyncMode::O_DSYNC;
+#[cfg(target_os = "dragonfly")]
+const DSYNC: AioFsyncMode = AioFsyncMode::O_SYNC;
+
 /// The byte read buffers are filled with before submission: bytes past a read's count must
 /// still hold it afterwards.
 const POISON: u8 = 0xA5;
@@ -1474,7 +1480,7 @@ impl<'c> Worker<'c> {
                 let mode = if self.gen.chance(500) {
                     AioFsyncMode::O_SYNC
                 } else {
-                    AioFsyncMode::O_DSYNC
+                    DSYNC
                 };
                 let mut p = self.gen_part(PartOp::Nop, false, 0);
                 p.len = 0;
@@ -1925,7 +1931,7 @@ impl<'c> Worker<'c> {
             Kind::Readv => s.readv += 1,
             Kind::Write => s.write += 1,
             Kind::Writev => s.writev += 1,
-            Kind::Fsync(AioFsyncMode::O_DSYNC) => s.fsync_dsync += 1,
+            Kind::Fsync(mode) if mode == DSYNC => s.fsync_dsync += 1,
             Kind::Fsync(_) => s.fsync_sync += 1,
             Kind::Batch => {
                 s.batch += 1;
