@@ -3,33 +3,22 @@
 //! engine's handle on it.
 
 use std::{
-    io::{self, IoSlice, IoSliceMut},
+    io,
     marker::PhantomData,
-    os::fd::{AsRawFd, BorrowedFd, RawFd},
+    os::fd::{BorrowedFd, RawFd},
     pin::Pin,
 };
 
 use mio::{Registry, Token};
-use nix::{
-    errno::Errno,
-    sys::aio::{AioCancelStat, AioFsyncMode},
-};
+use nix::{errno::Errno, sys::aio::AioCancelStat};
+
+use crate::sys::pool::{Described, IoVecs};
 
 use super::{
     driver::{Announce, Driver},
-    engine::{io_errno, OpKind, Request, Started},
+    engine::{io_errno, Request, Started},
     registration::{busy, epoll_fd, NotifyFd, Registered},
 };
-
-/// iovec arrays copied out of the caller's slice, so the kernel reads a stable copy. The field
-/// is only read by the kernel, through `Request::addr`.
-#[derive(Debug)]
-struct IoVecs(#[allow(dead_code)] Box<[libc::iovec]>);
-// SAFETY: the iovecs point into buffers the operation borrows (shared for writes, exclusively
-// for reads) for its lifetime; moving or sharing the array itself across threads is harmless.
-unsafe impl Send for IoVecs {}
-// SAFETY: as above; the array is never mutated after construction.
-unsafe impl Sync for IoVecs {}
 
 /// One operation: the common part of `ReadOp`, `WriteOp`, … on Linux.
 #[derive(Debug)]
@@ -45,37 +34,15 @@ pub struct Op<'a> {
 }
 
 impl Op<'_> {
-    fn new(kind: OpKind, fd: RawFd, offset: u64, addr: *mut u8, len: usize) -> Self {
-        let invalid =
-            (i64::try_from(offset).is_err() || len > isize::MAX as usize).then_some(Errno::EINVAL);
+    fn from_described(d: Described) -> Self {
         Op {
-            request: Request {
-                kind,
-                fd,
-                offset,
-                addr,
-                len,
-            },
-            invalid,
-            _iovecs: None,
+            request: d.request,
+            invalid: d.invalid,
+            _iovecs: d.iovecs,
             registration: Registered::default(),
             current: None,
             _borrow: PhantomData,
         }
-    }
-
-    fn vectored(kind: OpKind, fd: RawFd, offset: u64, iovecs: Box<[libc::iovec]>) -> Self {
-        let mut op = Op::new(kind, fd, offset, std::ptr::null_mut(), iovecs.len());
-        op.request.addr = iovecs.as_ptr() as *mut u8;
-        let total = iovecs
-            .iter()
-            .try_fold(0usize, |t, v| t.checked_add(v.iov_len));
-        if iovecs.len() > libc::UIO_MAXIOV as usize || total.is_none_or(|t| t > isize::MAX as usize)
-        {
-            op.invalid = Some(Errno::EINVAL);
-        }
-        op._iovecs = Some(IoVecs(iovecs));
-        op
     }
 
     fn submit(&mut self) -> nix::Result<()> {
@@ -252,69 +219,4 @@ operation!(WriteOp, usize, |n| n);
 operation!(WritevOp, usize, |n| n);
 operation!(FsyncOp, (), drop);
 
-impl<'a> ReadOp<'a> {
-    pub(crate) fn new(fd: BorrowedFd<'a>, offs: u64, buf: &'a mut [u8], _prio: i32) -> Self {
-        ReadOp(Op::new(
-            OpKind::Read,
-            fd.as_raw_fd(),
-            offs,
-            buf.as_mut_ptr(),
-            buf.len(),
-        ))
-    }
-}
-
-impl<'a> WriteOp<'a> {
-    pub(crate) fn new(fd: BorrowedFd<'a>, offs: u64, buf: &'a [u8], _prio: i32) -> Self {
-        // The pointer is only ever read through (the kernel writes from it).
-        let addr = buf.as_ptr() as *mut u8;
-        WriteOp(Op::new(
-            OpKind::Write,
-            fd.as_raw_fd(),
-            offs,
-            addr,
-            buf.len(),
-        ))
-    }
-}
-
-impl<'a> ReadvOp<'a> {
-    pub(crate) fn new(
-        fd: BorrowedFd<'a>,
-        offs: u64,
-        bufs: &mut [IoSliceMut<'a>],
-        _prio: i32,
-    ) -> Self {
-        let iovecs = bufs
-            .iter_mut()
-            .map(|b| libc::iovec {
-                iov_base: b.as_mut_ptr().cast(),
-                iov_len: b.len(),
-            })
-            .collect();
-        ReadvOp(Op::vectored(OpKind::Readv, fd.as_raw_fd(), offs, iovecs))
-    }
-}
-
-impl<'a> WritevOp<'a> {
-    pub(crate) fn new(fd: BorrowedFd<'a>, offs: u64, bufs: &[IoSlice<'a>], _prio: i32) -> Self {
-        let iovecs = bufs
-            .iter()
-            .map(|b| libc::iovec {
-                iov_base: b.as_ptr() as *mut libc::c_void,
-                iov_len: b.len(),
-            })
-            .collect();
-        WritevOp(Op::vectored(OpKind::Writev, fd.as_raw_fd(), offs, iovecs))
-    }
-}
-
-impl<'a> FsyncOp<'a> {
-    pub(crate) fn new(fd: BorrowedFd<'a>, mode: AioFsyncMode, _prio: i32) -> Self {
-        let kind = match mode {
-            AioFsyncMode::O_DSYNC => OpKind::Fdatasync,
-            _ => OpKind::Fsync,
-        };
-        FsyncOp(Op::new(kind, fd.as_raw_fd(), 0, std::ptr::null_mut(), 0))
-    }
-}
+crate::sys::pool::constructors!();

@@ -11,12 +11,14 @@
 //! threads, cancel), `stream` (cancellable stream waits), `perform` (one blocking call),
 //! `request` (what a job asks for).
 
+mod described;
 mod perform;
 mod request;
 mod stream;
 mod workers;
 
 pub(crate) use self::{
+    described::{constructors, Described, IoVecs},
     request::{OpKind, Request},
     workers::{Job, WorkerPool},
 };
