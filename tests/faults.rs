@@ -202,20 +202,25 @@ fn emfile_is_a_clear_error_and_recovers() {
             let mut bufs = vec![[0u8; 8]; 64];
             let mut ops = Vec::new();
             let mut failure = None;
+            // Registering only records the token; the eventfd comes with the submission.
             for (i, b) in bufs.iter_mut().enumerate() {
                 let mut op = ReadAt::read_at(file.as_fd(), 0, b, 0);
-                match poll.registry().register(&mut op, Token(i), mio_aio::AIO) {
+                poll.registry()
+                    .register(&mut op, Token(i), mio_aio::AIO)
+                    .unwrap();
+                let mut op = Box::pin(op);
+                match op.as_mut().submit() {
                     Ok(()) => ops.push(op),
                     Err(e) => {
-                        failure = Some(e);
+                        failure = Some(std::io::Error::from(e));
                         break;
                     }
                 }
             }
-            let err = failure.expect("registration never ran out of descriptors");
+            let err = failure.expect("submission never ran out of descriptors");
             assert_eq!(err.raw_os_error(), Some(libc::EMFILE), "{err}");
             println!(
-                "cycle {cycle}: {} operations registered before EMFILE",
+                "cycle {cycle}: {} operations submitted before EMFILE",
                 ops.len()
             );
             // Free the descriptors: registration works again, and operations complete.

@@ -15,7 +15,7 @@ use nix::{errno::Errno, sys::aio::AioCancelStat};
 use crate::sys::pool::{Described, IoVecs};
 
 use super::{
-    driver::{Announce, Driver},
+    driver::Driver,
     engine::{io_errno, Request, Started},
     registration::{busy, epoll_fd, NotifyFd, Registered},
 };
@@ -52,20 +52,26 @@ impl Op<'_> {
         if let Some(e) = self.invalid {
             return Err(e);
         }
-        let notifier = self.registration.notifier()?;
-        // A private notifier's watcher (the tokio layer) checks for completion after `submit`.
-        let announce = if self.registration.is_private() {
-            Announce::IfStillRunning
-        } else {
-            Announce::Always
-        };
+        self.registration.check()?;
         let driver = Driver::get().map_err(io_errno)?;
-        // SAFETY: the request points into buffers this operation borrows for 'a, so they stay
-        // valid and unaliased for as long as the operation exists; its `Drop` cancels and waits
-        // until the completion is done, so a dropped operation releases them only after the
-        // kernel. An operation leaked in flight (`mem::forget`) ends the borrow without that
-        // wait: the hole documented at the crate root ("Rules that keep memory safe").
-        self.current = Some(unsafe { driver.submit_one(self.request, notifier, announce) }?);
+        // SAFETY (both calls): the request points into buffers this operation borrows for 'a,
+        // so they stay valid and unaliased for as long as the operation exists; its `Drop`
+        // cancels and waits until the completion is done, so a dropped operation releases them
+        // only after the kernel. An operation leaked in flight (`mem::forget`) ends the borrow
+        // without that wait: the hole documented at the crate root ("Rules that keep memory
+        // safe").
+        if let Some(done) = unsafe { driver.read_now(self.request) }? {
+            // A private notifier's watcher (the tokio layer) checks for completion after
+            // `submit`: it needs no event.
+            if !self.registration.is_private() {
+                self.registration.announce().map_err(io_errno)?;
+            }
+            self.current = Some(done);
+            return Ok(());
+        }
+        let notifier = self.registration.arm()?.cloned();
+        // SAFETY: as above.
+        self.current = Some(unsafe { driver.submit_one(self.request, notifier.as_ref()) }?);
         Ok(())
     }
 

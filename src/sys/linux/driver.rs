@@ -20,7 +20,7 @@ use super::{
     engine::{io_errno, Completion, Engine, Group, Origin, Request, Signalling, Started},
     fork,
     kaio::Kaio,
-    notify::{Notifier, NotifierPool},
+    notify::{Loudness, Notifier, NotifierPool},
     nowait,
     threads::ThreadPool,
     uring::Uring,
@@ -38,17 +38,6 @@ const ENGINES: &[(Backend, MakeEngine)] = &[
         Ok(Box::new(ThreadPool::new(c.max_threads())))
     }),
 ];
-
-/// Whether the notifier of an operation that is done before `submit` returns is signalled.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Announce {
-    /// Always: the event is the caller's only news (a mio loop).
-    Always,
-    /// Only if the operation is still running when `submit` returns: the caller checks for
-    /// completion right after `submit` (the tokio layer), and an unsignalled eventfd goes back
-    /// to its pool without a `read` to reset it.
-    IfStillRunning,
-}
 
 /// The per-process state behind every operation.
 #[derive(Debug)]
@@ -168,8 +157,8 @@ impl Driver {
     }
 
     /// A fresh notifier for one operation or batch.
-    pub(crate) fn notifier(&'static self) -> io::Result<Notifier> {
-        Notifier::new(self.pool, self.origin.generation)
+    pub(crate) fn notifier(&'static self, loudness: Loudness) -> io::Result<Notifier> {
+        Notifier::new(self.pool, self.origin.generation, loudness)
     }
 
     /// The notifier the kernel signals to wake the reaper thread, which starts on first use.
@@ -232,7 +221,18 @@ impl Driver {
 
     /// A single read from the page cache, done here and now: kernel AIO would do the same work
     /// inside `io_submit`, io_uring inside its enter, the pool on a worker (see `nowait`).
+    /// `None` means "submit it to the engine"; `EAGAIN`, that the queue is full.
     ///
+    /// # Safety
+    /// As for [`Driver::submit_one`].
+    pub(crate) unsafe fn read_now(&'static self, request: Request) -> nix::Result<Option<Started>> {
+        if self.room() == 0 {
+            return Err(Errno::EAGAIN);
+        }
+        // SAFETY: this function's contract.
+        Ok(unsafe { self.read_cached(request) })
+    }
+
     /// # Safety
     /// As for [`Driver::submit_one`].
     unsafe fn read_cached(&'static self, request: Request) -> Option<Started> {
@@ -244,8 +244,7 @@ impl Driver {
         Some(Arc::new(Completion::done(request, res, &self.origin)))
     }
 
-    /// Starts one operation; `notifier` (if any) is signalled when it completes (see
-    /// [`Announce`]).
+    /// Starts one operation on the engine; `notifier` (if any) is signalled when it completes.
     ///
     /// # Safety
     /// The request's buffers must stay valid, and not otherwise accessed, until its completion
@@ -254,17 +253,9 @@ impl Driver {
         &'static self,
         request: Request,
         notifier: Option<&Arc<Notifier>>,
-        announce: Announce,
     ) -> Result<Started, Errno> {
         if self.room() == 0 {
             return Err(Errno::EAGAIN);
-        }
-        // SAFETY: this function's contract.
-        if let Some(done) = unsafe { self.read_cached(request) } {
-            if let (Announce::Always, Some(n)) = (announce, notifier) {
-                n.signal();
-            }
-            return Ok(done);
         }
         let (kernel_signal, user_signal) = self.signals(notifier, false)?;
         let c = Completion::new(request, kernel_signal, user_signal, None, &self.origin);

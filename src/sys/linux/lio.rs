@@ -108,7 +108,7 @@ impl<'a> LioCb<'a> {
             .filter(|&i| matches!(self.slots[i], Slot::Waiting))
             .collect();
         let invalid = self.slots.iter().any(|s| matches!(s, Slot::Invalid(_)));
-        let notifier = match self.registration.notifier() {
+        let notifier = match self.registration.arm() {
             Ok(n) => n.cloned(),
             Err(e) => return Err(self.all_failed(e)),
         };

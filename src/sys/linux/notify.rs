@@ -1,21 +1,29 @@
 //! Notifiers: the eventfd through which one operation (or batch) wakes a mio `Poll`.
 //!
 //! epoll reports readiness per file descriptor, so an operation that must come back from
-//! `Poll::poll` with its own `Token` needs an fd of its own. A `Notifier` is an eventfd that the
-//! backend signals when the operation has completed: the kernel itself (a linked io_uring write,
-//! kernel AIO's `IOCB_FLAG_RESFD`) or a worker thread.
+//! `Poll::poll` with its own `Token` needs an fd of its own. A `Notifier` is an eventfd in the
+//! operation's epoll set, watched with `EPOLLIN | EPOLLONESHOT` under the operation's token
+//! ([`ARMED`]): the event comes once, when the eventfd is (or becomes) readable.
+//!
+//! * An operation that goes to an engine gets a *quiet* notifier (counter zero), which the
+//!   engine signals when it completes: the kernel itself (a linked io_uring write, kernel AIO's
+//!   `IOCB_FLAG_RESFD`) or a worker thread.
+//! * An operation done inside `submit` (a read from the page cache) gets a *loud* one (counter
+//!   nonzero): arming it (one `EPOLL_CTL_MOD`) queues its event at once. That replaces the
+//!   `write` that would signal a quiet one and the `read` that would reset it afterwards.
 //!
 //! Eventfds are pooled, because creating and closing one per operation costs four system calls.
-//! Two pools:
 //! * idle: eventfds in no epoll set; a notifier goes there only when nothing can signal it any
 //!   more (every engine that may signal it holds an `Arc` to it) and it was removed from its set.
-//! * parked, per epoll fd: notifiers of finished operations that stay in their epoll set, with
-//!   their counter reset and no signal pending, so that no event can come from them. The next
-//!   registration with the same epoll fd retargets one with a single `EPOLL_CTL_MOD` instead of
-//!   `EPOLL_CTL_ADD` + `EPOLL_CTL_DEL`. If the fd number now names another epoll set (the old one
-//!   was closed and the number reused), `MOD` fails with `ENOENT`: the notifier may still be in
-//!   the old set (a registry clone keeps it open), so it is closed with every notifier parked
-//!   under that number, never added to the new set (see `parked`).
+//! * parked, per epoll fd, quiet and loud apart: notifiers of finished operations that stay in
+//!   their epoll set, unable to report anything: a quiet one because nothing can signal it and
+//!   its counter is zero (a queued event is dropped by epoll, which rechecks readiness before
+//!   reporting), a loud one because it is disarmed (watched for no event). The next operation
+//!   with the same epoll fd arms one with a single `EPOLL_CTL_MOD` instead of `EPOLL_CTL_ADD` +
+//!   `EPOLL_CTL_DEL`. If the fd number now names another epoll set (the old one was closed and
+//!   the number reused), `MOD` fails with `ENOENT`: the notifier may still be in the old set (a
+//!   registry clone keeps it open), so it is closed with every notifier parked under that
+//!   number, never added to the new set (see `parked`).
 
 use std::{
     io,
@@ -28,38 +36,57 @@ use std::{
 
 use super::parked::Parked;
 
+/// The events a notifier is watched for while its operation runs: once, when readable.
+pub(crate) const ARMED: u32 = (libc::EPOLLIN | libc::EPOLLONESHOT) as u32;
+/// The events a parked loud notifier is watched for: none.
+const DISARMED: u32 = 0;
+
 /// The most idle eventfds the pool keeps; more are closed. Enough for a loop that replaces
 /// finished operations with new ones at a depth of a few hundred; a larger burst only costs
 /// `EPOLL_CTL_ADD`/`DEL` again. (Parked ones have a bound of their own, `parked::PARKED_MAX`.)
 const POOL_MAX: usize = 256;
 
-/// Idle eventfds, not in any epoll set.
+/// Whether a notifier's counter is zero (quiet) or may not be (loud).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Loudness {
+    Quiet,
+    Loud,
+}
+
+/// Idle eventfds, not in any epoll set, and parked ones, still in their set.
 #[derive(Debug, Default)]
 pub(crate) struct NotifierPool {
     /// With each, whether its counter may be nonzero (see `Notifier::dirty`).
     idle: Mutex<Vec<(OwnedFd, bool)>>,
-    parked: Mutex<Parked<Arc<Notifier>>>,
+    quiet: Mutex<Parked<Arc<Notifier>>>,
+    loud: Mutex<Parked<Arc<Notifier>>>,
 }
 
 impl NotifierPool {
-    /// An eventfd with a zero counter, from the pool or new. Out of descriptors, the pools give
-    /// theirs back to the process first.
-    fn take(&self) -> io::Result<OwnedFd> {
-        if let Some((fd, dirty)) = self.idle.lock().unwrap().pop() {
-            if dirty {
-                drain(fd.as_raw_fd());
-            }
-            return Ok(fd);
+    /// An eventfd with the counter `loudness` asks for, from the pool or new, and whether its
+    /// counter is nonzero. Out of descriptors, the pools give theirs back to the process first.
+    fn take(&self, loudness: Loudness) -> io::Result<(OwnedFd, bool)> {
+        let pooled = self.idle.lock().unwrap().pop();
+        if let Some((fd, dirty)) = pooled {
+            return Ok(match (loudness, dirty) {
+                (Loudness::Quiet, true) => {
+                    drain(fd.as_raw_fd());
+                    (fd, false)
+                }
+                // A loud one left quiet costs a signal when armed; still cheaper than a new fd.
+                (_, dirty) => (fd, dirty),
+            });
         }
+        let initial = u32::from(loudness == Loudness::Loud);
         // SAFETY: eventfd takes no pointers.
         let fd = self.retry_on_emfile(|| {
             Ok(syscall!(eventfd(
-                0,
+                initial,
                 libc::EFD_CLOEXEC | libc::EFD_NONBLOCK
             ))?)
         })?;
         // SAFETY: eventfd just returned this new fd, and nothing else owns it.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        Ok((unsafe { OwnedFd::from_raw_fd(fd) }, initial != 0))
     }
 
     /// Runs `open`, and once more after closing every pooled eventfd if the process (or
@@ -77,43 +104,77 @@ impl NotifierPool {
     /// Closes every pooled eventfd (parked ones leave their epoll sets as they close).
     fn release_all(&self) {
         self.idle.lock().unwrap().clear();
-        let parked = std::mem::take(&mut *self.parked.lock().unwrap());
-        drop(parked);
+        drop(std::mem::take(&mut *self.quiet.lock().unwrap()));
+        drop(std::mem::take(&mut *self.loud.lock().unwrap()));
+    }
+
+    fn parked(&self, loudness: Loudness) -> &Mutex<Parked<Arc<Notifier>>> {
+        match loudness {
+            Loudness::Quiet => &self.quiet,
+            Loudness::Loud => &self.loud,
+        }
     }
 
     /// Closes the notifiers parked under `epfd`, a number found to name another epoll set now.
     pub(crate) fn forget(&self, epfd: RawFd) {
-        let stale = self.parked.lock().unwrap().forget(epfd);
-        drop(stale);
+        let quiet = self.quiet.lock().unwrap().forget(epfd);
+        let loud = self.loud.lock().unwrap().forget(epfd);
+        drop((quiet, loud));
     }
 
     /// Parks a notifier that is still in the epoll set `epfd`, if nothing can signal it any
-    /// more; otherwise hands it back for removal from the set.
-    pub(crate) fn park(&self, epfd: RawFd, n: Arc<Notifier>) -> Result<(), Arc<Notifier>> {
+    /// more, as `loudness` says the next operation will likely want it: a loud one is
+    /// disarmed, a quiet one reset. Otherwise hands it back for removal from the set.
+    pub(crate) fn park(
+        &self,
+        epfd: RawFd,
+        n: Arc<Notifier>,
+        loudness: Loudness,
+    ) -> Result<(), Arc<Notifier>> {
         // Only this operation holds it: no engine can signal it any more (engines hold an `Arc`
         // while a signal may be pending, and never take a new one).
         if Arc::strong_count(&n) != 1 || !n.is_ours() {
             return Err(n);
         }
-        // A completion event it may have queued is dropped by epoll once the counter is zero.
-        if n.dirty.swap(false, Ordering::Relaxed) {
-            drain(n.fd());
-        }
-        // A parked notifier's count is zero: retargeting it to check its set reports nothing.
-        let still_there = |epfd, n: &Arc<Notifier>| n.epoll_mod(epfd, 0).is_ok();
-        let closing = self.parked.lock().unwrap().park(epfd, n, still_there);
+        let loudness = if !n.dirty.load(Ordering::Relaxed) {
+            Loudness::Quiet
+        } else if loudness == Loudness::Loud {
+            // A pending event of its operation must not come out later under that token.
+            if n.epoll_ctl(epfd, libc::EPOLL_CTL_MOD, DISARMED, 0).is_err() {
+                return Err(n);
+            }
+            Loudness::Loud
+        } else {
+            // A completion event it may have queued is dropped by epoll once the counter is zero.
+            n.reset();
+            Loudness::Quiet
+        };
+        // Disarming a parked notifier checks its set and reports nothing, whatever its counter.
+        let still_there =
+            |epfd, n: &Arc<Notifier>| n.epoll_ctl(epfd, libc::EPOLL_CTL_MOD, DISARMED, 0).is_ok();
+        let closing = self
+            .parked(loudness)
+            .lock()
+            .unwrap()
+            .park(epfd, n, still_there);
         // Closing an eventfd removes it from its set.
         drop(closing);
         Ok(())
     }
 
-    /// A parked notifier of `epfd`, retargeted to `token`, if there is one. `None` too if the
-    /// number names another set now: then every notifier parked under it is closed.
-    pub(crate) fn unpark(&self, epfd: RawFd, token: u64) -> io::Result<Option<Arc<Notifier>>> {
-        let Some(n) = self.parked.lock().unwrap().unpark(epfd) else {
+    /// A parked notifier of `epfd` as loud or quiet as asked, armed for `token`, if there is
+    /// one. `None` too if the number names another set now: then every notifier parked under
+    /// it is closed.
+    pub(crate) fn unpark(
+        &self,
+        epfd: RawFd,
+        token: u64,
+        loudness: Loudness,
+    ) -> io::Result<Option<Arc<Notifier>>> {
+        let Some(n) = self.parked(loudness).lock().unwrap().unpark(epfd) else {
             return Ok(None);
         };
-        match n.epoll_mod(epfd, token) {
+        match n.arm(epfd, token) {
             Ok(()) => Ok(Some(n)),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
                 self.forget(epfd);
@@ -157,14 +218,24 @@ pub(crate) struct Notifier {
 }
 
 impl Notifier {
-    pub(crate) fn new(pool: &'static NotifierPool, generation: u64) -> io::Result<Notifier> {
-        Ok(Notifier {
-            fd: Some(pool.take()?),
+    /// A notifier in no epoll set, quiet or loud as asked.
+    pub(crate) fn new(
+        pool: &'static NotifierPool,
+        generation: u64,
+        loudness: Loudness,
+    ) -> io::Result<Notifier> {
+        let (fd, dirty) = pool.take(loudness)?;
+        let n = Notifier {
+            fd: Some(fd),
             pool,
             reusable: AtomicBool::new(true),
-            dirty: AtomicBool::new(false),
+            dirty: AtomicBool::new(dirty),
             generation,
-        })
+        };
+        if loudness == Loudness::Loud && !dirty {
+            n.signal();
+        }
+        Ok(n)
     }
 
     /// A blocking eventfd that is never pooled: the reaper thread's wake-up channel.
@@ -194,6 +265,11 @@ impl Notifier {
         self.fd.as_ref().map_or(-1, |fd| fd.as_raw_fd())
     }
 
+    /// Whether the counter may be nonzero (so arming it reports an event at once).
+    pub(crate) fn is_loud(&self) -> bool {
+        self.dirty.load(Ordering::Relaxed)
+    }
+
     /// Wakes whoever watches the eventfd.
     pub(crate) fn signal(&self) {
         self.will_be_signalled();
@@ -209,6 +285,13 @@ impl Notifier {
         self.dirty.store(true, Ordering::Relaxed);
     }
 
+    /// Resets the counter to zero (nothing may signal the notifier meanwhile).
+    pub(crate) fn reset(&self) {
+        if self.dirty.swap(false, Ordering::Relaxed) {
+            drain(self.fd());
+        }
+    }
+
     /// Blocks until the (blocking) eventfd is signalled, and resets it.
     pub(crate) fn wait(&self) {
         let mut count = 0u64;
@@ -216,30 +299,30 @@ impl Notifier {
         let _ = syscall!(read(self.fd(), (&mut count as *mut u64).cast(), 8));
     }
 
-    /// Adds the eventfd to the epoll set `epfd` under `token` (edge-triggered, as mio does).
+    /// Adds the eventfd to the epoll set `epfd`, armed for `token`: a loud one reports at once.
     pub(crate) fn epoll_add(&self, epfd: RawFd, token: u64) -> io::Result<()> {
         self.reusable.store(false, Ordering::Relaxed);
-        self.epoll_ctl(epfd, libc::EPOLL_CTL_ADD, token)
+        self.epoll_ctl(epfd, libc::EPOLL_CTL_ADD, ARMED, token)
     }
 
-    pub(crate) fn epoll_mod(&self, epfd: RawFd, token: u64) -> io::Result<()> {
-        self.epoll_ctl(epfd, libc::EPOLL_CTL_MOD, token)
+    /// Arms the eventfd, already in the set `epfd`, for `token`: a loud one reports at once, a
+    /// quiet one when signalled. An event still queued from an earlier arming now carries
+    /// `token` (and comes once).
+    pub(crate) fn arm(&self, epfd: RawFd, token: u64) -> io::Result<()> {
+        self.epoll_ctl(epfd, libc::EPOLL_CTL_MOD, ARMED, token)
     }
 
     /// Removes the eventfd from `epfd`. Only when that succeeds may it be pooled: if `epfd` no
     /// longer names the set it was added to, it is closed instead, which removes it from every
     /// set once the last reference goes.
     pub(crate) fn epoll_del(&self, epfd: RawFd) -> io::Result<()> {
-        self.epoll_ctl(epfd, libc::EPOLL_CTL_DEL, 0)?;
+        self.epoll_ctl(epfd, libc::EPOLL_CTL_DEL, 0, 0)?;
         self.reusable.store(true, Ordering::Relaxed);
         Ok(())
     }
 
-    fn epoll_ctl(&self, epfd: RawFd, op: libc::c_int, token: u64) -> io::Result<()> {
-        let mut event = libc::epoll_event {
-            events: (libc::EPOLLIN | libc::EPOLLET) as u32,
-            u64: token,
-        };
+    fn epoll_ctl(&self, epfd: RawFd, op: libc::c_int, events: u32, token: u64) -> io::Result<()> {
+        let mut event = libc::epoll_event { events, u64: token };
         // SAFETY: epoll_ctl only reads `event`, a valid local; bad fds give an error.
         syscall!(epoll_ctl(epfd, op, self.fd(), &mut event))?;
         Ok(())

@@ -24,12 +24,15 @@ use super::engine::{OpKind, Request};
 /// The most bytes one read or write transfers (Linux's `MAX_RW_COUNT`: `INT_MAX` rounded down
 /// to a page); longer ones complete short, as they do with `pread`.
 fn max_rw() -> u64 {
-    // SAFETY: sysconf only reads a configuration value.
-    let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
-        p if p > 0 => p as u64,
-        _ => 4096,
-    };
-    i32::MAX as u64 & !(page - 1)
+    static MAX_RW: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *MAX_RW.get_or_init(|| {
+        // SAFETY: sysconf only reads a configuration value.
+        let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+            p if p > 0 => p as u64,
+            _ => 4096,
+        };
+        i32::MAX as u64 & !(page - 1)
+    })
 }
 
 /// The bytes a read or write asks for, as the kernel clamps them.

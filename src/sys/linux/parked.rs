@@ -16,7 +16,7 @@
 //! reached (at most once per [`PARKED_MAX`] parkings refused there), and when its number is
 //! used again; and the pool gives every eventfd back when the process runs out of descriptors.
 
-use std::{collections::HashMap, os::fd::RawFd};
+use std::os::fd::RawFd;
 
 /// The most notifiers parked at once, for all epoll sets together; more are closed. Enough for
 /// a loop that replaces finished operations with new ones at a depth of a few hundred.
@@ -25,7 +25,9 @@ pub(crate) const PARKED_MAX: usize = 256;
 /// The parked notifiers (`T`), filed under epoll fd numbers.
 #[derive(Debug)]
 pub(crate) struct Parked<T> {
-    lists: HashMap<RawFd, Vec<T>>,
+    /// A list per epoll fd number: few (one per `Poll` or registry clone in use), so searched
+    /// in order.
+    lists: Vec<(RawFd, Vec<T>)>,
     total: usize,
     /// Parkings refused at the bound since the lists were last checked.
     refused: usize,
@@ -34,7 +36,7 @@ pub(crate) struct Parked<T> {
 impl<T> Default for Parked<T> {
     fn default() -> Self {
         Parked {
-            lists: HashMap::new(),
+            lists: Vec::new(),
             total: 0,
             refused: 0,
         }
@@ -53,13 +55,16 @@ impl<T> Parked<T> {
         still_there: impl Fn(RawFd, &T) -> bool,
     ) -> Vec<T> {
         let mut closing = Vec::new();
-        let new_number = !self.lists.contains_key(&epfd);
+        let new_number = self.list(epfd).is_none();
         if new_number || (self.total >= PARKED_MAX && self.refused >= PARKED_MAX) {
             closing = self.drop_stale(epfd, still_there);
             self.refused = 0;
         }
         if self.total < PARKED_MAX {
-            self.lists.entry(epfd).or_default().push(n);
+            match self.list(epfd) {
+                Some(list) => list.push(n),
+                None => self.lists.push((epfd, vec![n])),
+            }
             self.total += 1;
         } else {
             self.refused += 1;
@@ -70,7 +75,7 @@ impl<T> Parked<T> {
 
     /// The last notifier parked under `epfd`, unchecked.
     pub(crate) fn unpark(&mut self, epfd: RawFd) -> Option<T> {
-        let n = self.lists.get_mut(&epfd)?.pop()?;
+        let n = self.list(epfd)?.pop()?;
         self.total -= 1;
         Some(n)
     }
@@ -78,19 +83,28 @@ impl<T> Parked<T> {
     /// Takes out the list of a number found stale.
     #[must_use]
     pub(crate) fn forget(&mut self, epfd: RawFd) -> Vec<T> {
-        let list = self.lists.remove(&epfd).unwrap_or_default();
+        let Some(i) = self.lists.iter().position(|(e, _)| *e == epfd) else {
+            return Vec::new();
+        };
+        let (_, list) = self.lists.swap_remove(i);
         self.total -= list.len();
         list
+    }
+
+    fn list(&mut self, epfd: RawFd) -> Option<&mut Vec<T>> {
+        (self.lists.iter_mut())
+            .find(|(e, _)| *e == epfd)
+            .map(|(_, list)| list)
     }
 
     /// Takes out every list (other than `keep`'s) whose number no longer names its set,
     /// checking one notifier of each.
     fn drop_stale(&mut self, keep: RawFd, still_there: impl Fn(RawFd, &T) -> bool) -> Vec<T> {
         let stale: Vec<RawFd> = (self.lists.iter())
-            .filter(|&(&epfd, list)| {
-                epfd != keep && list.last().is_some_and(|n| !still_there(epfd, n))
+            .filter(|(epfd, list)| {
+                *epfd != keep && list.last().is_some_and(|n| !still_there(*epfd, n))
             })
-            .map(|(&epfd, _)| epfd)
+            .map(|&(epfd, _)| epfd)
             .collect();
         stale
             .into_iter()

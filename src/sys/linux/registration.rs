@@ -10,70 +10,155 @@ use std::{
 use mio::Registry;
 use nix::errno::Errno;
 
-use super::{driver::Driver, notify::Notifier};
+use super::{
+    driver::Driver,
+    engine::io_errno,
+    notify::{Loudness, Notifier},
+};
 #[cfg(feature = "tokio")]
-use {super::engine::io_errno, std::os::fd::BorrowedFd};
+use std::os::fd::BorrowedFd;
 
-/// Where an operation's or batch's completion is announced: an eventfd in one epoll set.
+/// The notifier an operation or batch holds since its last submission: in the epoll set
+/// `epfd`, or in none (`epfd < 0`, a private notifier: `attach_private`).
 #[derive(Debug)]
-struct Registration {
+struct Held {
     notifier: Arc<Notifier>,
     epfd: RawFd,
+    /// How the last submission used it, and so how it is parked: announced at once (loud), or
+    /// signalled by an engine (quiet).
+    used: Loudness,
 }
 
 /// The epoll registration shared by single operations and batches.
+///
+/// Registering only records where completions go, the epoll fd and the token: the system call
+/// that puts a notifier there under that token comes with the submission, where it also says
+/// whether the operation is done already ([`Registered::announce`]) or will be signalled
+/// ([`Registered::arm`]). A registration therefore costs nothing until it is used, and changing
+/// the token of an operation that is not in flight costs nothing either.
 #[derive(Debug, Default)]
 pub(crate) struct Registered {
-    current: Option<Registration>,
+    /// The epoll fd and token completions are reported to.
+    target: Option<(RawFd, u64)>,
+    held: Option<Held>,
     /// An error from `register_raw`, which cannot return one: `submit` reports it.
     deferred_error: Option<Errno>,
 }
 
 impl Registered {
     pub(crate) fn register(&mut self, epfd: RawFd, token: usize) -> io::Result<()> {
-        if let Some(r) = &self.current {
-            // A forked child leaves its parent's notifier (and the set it is in) alone.
-            if r.epfd == epfd && r.notifier.is_ours() {
-                match r.notifier.epoll_mod(epfd, token as u64) {
-                    // The number names another epoll set now; the old one may live on (a
-                    // registry clone), so the notifier is closed, not added here.
-                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                        r.notifier.pool().forget(epfd);
-                        self.current = None;
-                    }
-                    result => return result,
-                }
-            } else {
-                self.deregister();
-            }
+        // A backend that cannot work says so now, as registering any other source would.
+        Driver::get()?;
+        if self.held.as_ref().is_some_and(|h| h.epfd != epfd) {
+            self.release();
         }
-        let driver = Driver::get()?;
-        let notifier = match driver.pool.unpark(epfd, token as u64)? {
-            Some(n) => n,
-            None => {
-                let n = Arc::new(driver.notifier()?);
-                n.epoll_add(epfd, token as u64)?;
-                n
-            }
-        };
-        self.current = Some(Registration { notifier, epfd });
+        self.target = Some((epfd, token as u64));
         self.deferred_error = None;
         Ok(())
     }
 
     pub(crate) fn deregister(&mut self) {
-        if let Some(r) = self.current.take() {
-            // In a forked child the epoll set is still the parent's: leave it alone. A private
-            // notifier (`attach_private`) is in no set of ours.
-            if !r.notifier.is_ours() || r.epfd < 0 {
-                return;
+        self.target = None;
+        self.release();
+    }
+
+    /// Gives the held notifier back: parked in its set if nothing can signal it any more,
+    /// otherwise out of the set (to be closed once the last signaller lets go).
+    fn release(&mut self) {
+        let Some(h) = self.held.take() else { return };
+        // In a forked child the epoll set is still the parent's: leave it alone. A private
+        // notifier (`attach_private`) is in no set of ours.
+        if !h.notifier.is_ours() || h.epfd < 0 {
+            return;
+        }
+        if let Err(n) = h.notifier.pool().park(h.epfd, h.notifier, h.used) {
+            // A signal may still be on its way: take it out of the set instead. A failure
+            // means the set is gone, and the notifier will simply be closed.
+            let _ = n.epoll_del(h.epfd);
+        }
+    }
+
+    /// Whether a submission may go ahead: not across `fork` with the parent's notifier, and
+    /// not after a registration that failed.
+    pub(crate) fn check(&self) -> nix::Result<()> {
+        if let Some(e) = self.deferred_error {
+            return Err(e);
+        }
+        match &self.held {
+            // Inherited across fork: the parent's eventfd, in the parent's epoll set.
+            Some(h) if !h.notifier.is_ours() => Err(Errno::EBADF),
+            _ => Ok(()),
+        }
+    }
+
+    /// Reports an operation that is already done: its token comes out of the epoll set once.
+    /// One `EPOLL_CTL_MOD` that arms a loud notifier (nothing without a registration).
+    pub(crate) fn announce(&mut self) -> io::Result<()> {
+        self.place(Loudness::Loud).map(drop)
+    }
+
+    /// A quiet notifier armed for the registration's token, for the engine to signal when the
+    /// operation completes; `None` without a registration. A private notifier as it is.
+    pub(crate) fn arm(&mut self) -> nix::Result<Option<&Arc<Notifier>>> {
+        self.check()?;
+        if self.is_private() {
+            return Ok(self.held.as_ref().map(|h| &h.notifier));
+        }
+        self.place(Loudness::Quiet).map_err(io_errno)
+    }
+
+    /// Puts a notifier of `loudness` in the target set, armed for the target token.
+    fn place(&mut self, loudness: Loudness) -> io::Result<Option<&Arc<Notifier>>> {
+        let Some((epfd, token)) = self.target else {
+            return Ok(None);
+        };
+        // An engine may still hold the notifier of the last submission, to signal it (a linked
+        // io_uring write not yet run): that one is given up, not reused.
+        if self
+            .held
+            .as_ref()
+            .is_some_and(|h| Arc::strong_count(&h.notifier) != 1)
+        {
+            self.release();
+        }
+        if let Some(h) = &mut self.held {
+            let n = &h.notifier;
+            // `register` let go of a notifier of another set; a private one is in none.
+            debug_assert_eq!(h.epfd, epfd);
+            if loudness == Loudness::Quiet {
+                n.reset();
+            } else if !n.is_loud() {
+                n.signal();
             }
-            if let Err(n) = r.notifier.pool().park(r.epfd, r.notifier) {
-                // A signal may still be on its way: take it out of the set instead. A failure
-                // means the set is gone, and the notifier will simply be closed.
-                let _ = n.epoll_del(r.epfd);
+            match n.arm(epfd, token) {
+                Ok(()) => {
+                    h.used = loudness;
+                    return Ok(self.held.as_ref().map(|h| &h.notifier));
+                }
+                // The number names another epoll set now; the old one may live on (a registry
+                // clone), so the notifier is closed, not added here.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    n.pool().forget(epfd);
+                    self.held = None;
+                }
+                Err(e) => return Err(e),
             }
         }
+        let driver = Driver::get()?;
+        let notifier = match driver.pool.unpark(epfd, token, loudness)? {
+            Some(n) => n,
+            None => {
+                let n = Arc::new(driver.notifier(loudness)?);
+                n.epoll_add(epfd, token)?;
+                n
+            }
+        };
+        self.held = Some(Held {
+            notifier,
+            epfd,
+            used: loudness,
+        });
+        Ok(self.held.as_ref().map(|h| &h.notifier))
     }
 
     #[cfg(feature = "tokio")]
@@ -88,10 +173,11 @@ impl Registered {
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn attach_private(&mut self) -> io::Result<NotifyFd> {
         self.deregister();
-        let notifier = Arc::new(Driver::get()?.notifier()?);
-        self.current = Some(Registration {
+        let notifier = Arc::new(Driver::get()?.notifier(Loudness::Quiet)?);
+        self.held = Some(Held {
             notifier: notifier.clone(),
             epfd: -1,
+            used: Loudness::Quiet,
         });
         self.deferred_error = None;
         Ok(NotifyFd(notifier))
@@ -99,16 +185,7 @@ impl Registered {
 
     /// Whether the notifier is a private one (`attach_private`).
     pub(crate) fn is_private(&self) -> bool {
-        self.current.as_ref().is_some_and(|r| r.epfd < 0)
-    }
-
-    pub(crate) fn notifier(&self) -> nix::Result<Option<&Arc<Notifier>>> {
-        match (self.deferred_error, &self.current) {
-            (Some(e), _) => Err(e),
-            // Inherited across fork: the parent's eventfd, in the parent's epoll set.
-            (None, Some(r)) if !r.notifier.is_ours() => Err(Errno::EBADF),
-            (None, current) => Ok(current.as_ref().map(|r| &r.notifier)),
-        }
+        self.held.as_ref().is_some_and(|h| h.epfd < 0)
     }
 }
 
