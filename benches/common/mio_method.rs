@@ -105,8 +105,8 @@ impl Ctx<'_> {
         let mut rng = Rng::new(lane as u64);
         let mut lane = self.lane(lane)?;
         loop {
-            let started = counter.start();
             let planned = lane.next(&mut rng);
+            let started = counter.start();
             lane.prepare(&planned, buf);
             if !planned.skip {
                 let n = match self.workload {
