@@ -5,6 +5,8 @@
 //! ```text
 //! cargo bench --features tokio --bench compare               # full run (about an hour, 2-core VM)
 //! cargo bench --features tokio --bench compare -- --quick    # smoke test, about a minute
+//! cargo bench --features tokio --bench compare -- --quick --verify --only mio-aio
+//!                                                  # every operation's bytes checked
 //! cargo bench --features tokio --bench compare -- --help
 //! ```
 //!
@@ -23,7 +25,7 @@ use common::{
     child, data, fio,
     runner::Runner,
     spec::RunParams,
-    table,
+    table, targets,
 };
 
 fn main() {
@@ -68,11 +70,20 @@ fn run(opts: &Options) -> io::Result<usize> {
     if fio_version.is_none() {
         eprintln!("fio is not on PATH: the fio rows are SKIPPED");
     }
+    if opts.verify && !data::holds_pattern(&file, size)? {
+        return Err(io::Error::other(format!(
+            "{}: its read region does not hold the benchmark's block pattern, which --verify \
+             checks reads against; run --verify on the default data file",
+            file.display()
+        )));
+    }
     let params = RunParams {
         file: file.clone(),
         size,
         warmup: opts.warmup,
         secs: opts.secs,
+        verify: opts.verify,
+        fault: None,
     };
     let load_before = load_average();
     let results = Runner::new(opts, params, fio_version.clone()).run()?;
@@ -88,6 +99,10 @@ fn run(opts: &Options) -> io::Result<usize> {
         results.still_evicted,
     ));
     report.push_str(&table::render(&results, opts));
+    if !opts.verify {
+        // Verified rows are not timing rows: no goal is judged on them.
+        report.push_str(&targets::render(&results, opts));
+    }
     let failures = results.failures();
     if !failures.is_empty() {
         report.push_str("\n### Failures\n\n");
@@ -141,6 +156,12 @@ fn header(
     if opts.quick {
         h += "*Quick mode: a smoke test with short points, not a measurement to quote.*\n\n";
     }
+    if opts.verify {
+        h += "*Verify mode: every operation's bytes were checked (reads against the file's \
+              known content, writes read back); the checks cost time, so **these rows are not \
+              timing rows**. Only methods whose buffers are ours run (mio-aio, spawn_blocking, \
+              threads).*\n\n";
+    }
     h += &format!("* command: `{}`\n", opts.command);
     h += &format!("* date: {}\n", sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]));
     h += &format!(
@@ -148,10 +169,13 @@ fn header(
         sh("uname", &["-s"]),
         sh("uname", &["-r"])
     );
+    let layout = data::Layout::of(size);
     h += &format!(
-        "* file: {} ({} MiB, file system {fs})\n",
+        "* file: {} ({} MiB, file system {fs}; reads in its first {} MiB, writes in the {} MiB after)\n",
         file.display(),
-        size >> 20
+        size >> 20,
+        layout.read.len_bytes() >> 20,
+        layout.write.len_bytes() >> 20,
     );
     h += &format!("* fio: {}\n", fio.unwrap_or("not on PATH (SKIPPED)"));
     h += &format!(

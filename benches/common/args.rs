@@ -5,11 +5,17 @@ use std::path::PathBuf;
 use super::spec::{Point, Regime, Workload};
 
 pub const USAGE: &str = "\
-usage: cargo bench --features tokio --bench compare -- [--quick] [--file PATH] [--secs N] [--reps N] [--only PATTERN]
+usage: cargo bench --features tokio --bench compare -- [--quick] [--verify] [--file PATH] [--secs N] [--reps N] [--only PATTERN]
 
   --quick         a smoke test (< 60 s): QD1 and QD32, 0.1 s per point, one repetition
-  --file PATH     the file to work on (default: target/bench-data/bench1g, 1 GiB of random
-                  data, created once; it must be on a file system with O_DIRECT, not tmpfs)
+  --verify        check every operation's bytes: each read against the file's known content,
+                  each write by reading the block back; a mismatch fails the point. Runs only
+                  the methods whose buffers are ours (mio-aio, spawn_blocking, threads). The
+                  checks cost time: verified rows are not timing rows
+  --file PATH     the file to work on (default: target/bench-data/bench1280m, created once:
+                  pseudo-random 4 KiB blocks, each a function of its number; reads go to its
+                  first 1 GiB, writes to the 256 MiB after. It must be on a file system with
+                  O_DIRECT, not tmpfs. With --file, reads use the first 4/5, writes the rest)
   --secs N        the timed window of each point, in seconds (default 3; quick: 0.1)
   --reps N        repetitions of every point; tables show the median and min–max (default 3;
                   quick: 1)
@@ -23,6 +29,7 @@ usage: cargo bench --features tokio --bench compare -- [--quick] [--file PATH] [
 #[derive(Clone, Debug)]
 pub struct Options {
     pub quick: bool,
+    pub verify: bool,
     pub file: Option<PathBuf>,
     pub secs: f64,
     pub warmup: f64,
@@ -36,7 +43,7 @@ pub struct Options {
 impl Options {
     /// Parses the arguments after the program name. Cargo adds `--bench`, which is ignored.
     pub fn parse(args: &[String]) -> Result<Options, String> {
-        let mut quick = false;
+        let (mut quick, mut verify) = (false, false);
         let (mut file, mut secs, mut reps, mut only) = (None, None, None, Vec::new());
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -48,6 +55,7 @@ impl Options {
             match a.as_str() {
                 "--bench" => {}
                 "--quick" => quick = true,
+                "--verify" => verify = true,
                 "--file" => file = Some(PathBuf::from(value("--file")?)),
                 "--secs" => {
                     let v: f64 = value("--secs")?
@@ -89,6 +97,7 @@ impl Options {
         }
         Ok(Options {
             quick,
+            verify,
             file,
             secs: secs.unwrap_or(if quick { 0.1 } else { 3.0 }),
             warmup: if quick { 0.03 } else { 0.5 },
@@ -105,7 +114,11 @@ impl Options {
 
     /// Whether `--only` lets `point` run: some pattern whose every word is in the point's
     /// description. A word `qdN` must name the queue depth exactly (`qd1` is not `qd128`).
+    /// With `--verify`, only methods whose bytes can be checked run.
     pub fn selects(&self, point: &Point) -> bool {
+        if self.verify && !point.method.verifiable() {
+            return false;
+        }
         if self.only.is_empty() {
             return true;
         }

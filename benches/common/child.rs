@@ -2,7 +2,8 @@
 //! again with `--child`): mio-aio allows one backend per process, and a fresh process also keeps
 //! thread pools and runtimes of one point out of the next.
 //!
-//! The child prints one line on stdout: `RESULT …` (see `Sample::to_line`) or `NA reason`.
+//! Its arguments: `--child METHOD REGIME WORKLOAD QD WARMUP SECS FILE_SIZE FILE [verify]`. The
+//! child prints one line on stdout: `RESULT …` (see `Sample::to_line`) or `NA reason`.
 
 use std::{
     io,
@@ -15,6 +16,7 @@ use super::{
     mio_method,
     spec::{Method, MioApi, Outcome, Point, Regime, RunError, RunParams, Sample, Workload},
     threads_method, tokio_method,
+    verify::Fault,
 };
 
 /// Runs `point` in a child process.
@@ -33,6 +35,9 @@ pub fn spawn(point: &Point, params: &RunParams) -> Outcome {
         .arg(params.secs.to_string())
         .arg(params.size.to_string())
         .arg(&params.file);
+    if params.verify {
+        cmd.arg("verify");
+    }
     if let Method::Mio(_, backend) = point.method {
         for (var, value) in backend.env() {
             match value {
@@ -95,7 +100,11 @@ pub fn output_within(cmd: &mut Command, limit: Duration) -> io::Result<Output> {
 /// The child's side: `args` are what [`spawn`] passed after `--child`. Returns the exit code.
 pub fn main(args: &[String]) -> i32 {
     let parsed = (|| {
-        let [method, regime, workload, qd, warmup, secs, size, file] = args else {
+        let (fixed, verify) = match args {
+            [fixed @ .., flag] if flag == "verify" => (fixed, true),
+            _ => (args, false),
+        };
+        let [method, regime, workload, qd, warmup, secs, size, file] = fixed else {
             return None;
         };
         let point = Point {
@@ -109,13 +118,24 @@ pub fn main(args: &[String]) -> i32 {
             size: size.parse().ok()?,
             warmup: warmup.parse().ok()?,
             secs: secs.parse().ok()?,
+            verify,
+            fault: None,
         };
         Some((point, params))
     })();
-    let Some((point, params)) = parsed else {
+    let Some((point, mut params)) = parsed else {
         eprintln!("bad child arguments: {args:?}");
         return 2;
     };
+    if params.verify {
+        match Fault::from_env() {
+            Ok(f) => params.fault = f,
+            Err(e) => {
+                eprintln!("{e}");
+                return 2;
+            }
+        }
+    }
     let result = match point.method {
         Method::Mio(MioApi::Tokio, backend) => tokio_method::run_aio(backend, &point, &params),
         Method::Mio(api, backend) => {
@@ -127,7 +147,10 @@ pub fn main(args: &[String]) -> i32 {
         Method::Fio(_) => Err(io::Error::other("fio runs from the parent").into()),
     };
     match result {
-        Ok(sample) => {
+        Ok(mut sample) => {
+            if !params.verify {
+                sample.verified = None;
+            }
             println!("{}", sample.to_line());
             0
         }

@@ -1,17 +1,25 @@
-//! The data file: creating it, opening it for a regime, and keeping it in the page cache.
+//! The data file: creating it, its read and write regions, opening it for a regime, and keeping
+//! it in the page cache.
 
 use std::{
     fs::{File, OpenOptions},
     io::{self, Read, Write},
-    os::unix::fs::OpenOptionsExt,
+    os::unix::fs::{FileExt, OpenOptionsExt},
     path::{Path, PathBuf},
     process::Command,
 };
 
-use super::{measure::Rng, spec::Regime};
+use super::{
+    measure::Rng,
+    pattern,
+    spec::{Regime, Workload, BLOCK},
+};
 
-/// The default size of the data file: 1 GiB.
-pub const DEFAULT_SIZE: u64 = 1 << 30;
+/// The default data file: a 1 GiB read region followed by a 256 MiB write region.
+pub const DEFAULT_SIZE: u64 = 1280 << 20;
+
+/// The default data file's name in `target/bench-data/`.
+pub const DEFAULT_NAME: &str = "bench1280m";
 
 /// The open flag of the direct regime: `O_DIRECT`, which macOS and OpenBSD do not have (there
 /// the flag is 0 and the "direct" regime reads through the page cache like the buffered one).
@@ -19,6 +27,71 @@ pub const DEFAULT_SIZE: u64 = 1 << 30;
 pub const O_DIRECT: i32 = libc::O_DIRECT;
 #[cfg(any(target_os = "macos", target_os = "openbsd"))]
 pub const O_DIRECT: i32 = 0;
+
+/// A run of whole blocks of the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Region {
+    /// Its first block.
+    pub first: u64,
+    pub blocks: u64,
+}
+
+impl Region {
+    /// A random block of the region; with `lanes` > 1, one of the blocks of lane `lane`
+    /// (`first + lane + k·lanes`), so that operations of different lanes never touch the same
+    /// block.
+    #[inline]
+    pub fn pick(&self, rng: &mut Rng, lane: u64, lanes: u64) -> u64 {
+        if lanes <= 1 {
+            self.first + rng.next_u64() % self.blocks
+        } else {
+            self.first + lane + lanes * (rng.next_u64() % (self.blocks / lanes))
+        }
+    }
+
+    pub fn offset_bytes(&self) -> u64 {
+        self.first * BLOCK as u64
+    }
+
+    pub fn len_bytes(&self) -> u64 {
+        self.blocks * BLOCK as u64
+    }
+}
+
+/// Where reads and writes go: reads in the first four fifths of the file, writes in the last
+/// fifth (MiB-rounded). Write rows of fio and the baselines write their own bytes, so keeping
+/// them out of the read region keeps every block a read can return checkable (see `pattern`).
+#[derive(Clone, Copy, Debug)]
+pub struct Layout {
+    pub read: Region,
+    pub write: Region,
+}
+
+impl Layout {
+    pub fn of(size: u64) -> Layout {
+        let mib = size >> 20;
+        let write_mib = (mib / 5).max(1);
+        let blocks_per_mib = (1 << 20) / BLOCK as u64;
+        let read_blocks = (mib - write_mib) * blocks_per_mib;
+        Layout {
+            read: Region {
+                first: 0,
+                blocks: read_blocks,
+            },
+            write: Region {
+                first: read_blocks,
+                blocks: write_mib * blocks_per_mib,
+            },
+        }
+    }
+
+    pub fn region(&self, workload: Workload) -> Region {
+        match workload {
+            Workload::RandRead => self.read,
+            Workload::RandWrite => self.write,
+        }
+    }
+}
 
 /// Cargo's target directory of this benchmark binary (`target/release/deps/compare-…`).
 pub fn target_dir() -> PathBuf {
@@ -28,14 +101,16 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("target"))
 }
 
-/// The file every point reads and writes: `path` as given, or a 1 GiB file of random data in
-/// `target/bench-data/` (created once, reused afterwards). Returns its path and size.
+/// The file every point reads and writes: `path` as given, or [`DEFAULT_NAME`] in
+/// `target/bench-data/`: every block as `pattern` describes it with stamp 0, created once and
+/// rewritten when a sample of its read region does not hold that pattern. Returns its path
+/// and size (whole MiB).
 pub fn prepare(path: Option<&Path>) -> io::Result<(PathBuf, u64)> {
     if let Some(p) = path {
         let size = std::fs::metadata(p)?.len();
-        if size < 1 << 20 {
+        if size < 5 << 20 {
             return Err(io::Error::other(format!(
-                "{}: {size} bytes; the benchmark wants at least 1 MiB",
+                "{}: {size} bytes; the benchmark wants at least 5 MiB",
                 p.display()
             )));
         }
@@ -43,21 +118,43 @@ pub fn prepare(path: Option<&Path>) -> io::Result<(PathBuf, u64)> {
     }
     let dir = target_dir().join("bench-data");
     std::fs::create_dir_all(&dir)?;
-    let p = dir.join("bench1g");
-    if std::fs::metadata(&p).ok().map(|m| m.len()) != Some(DEFAULT_SIZE) {
-        eprintln!("creating {} (1 GiB of random data)…", p.display());
+    let p = dir.join(DEFAULT_NAME);
+    let sized = std::fs::metadata(&p).ok().map(|m| m.len()) == Some(DEFAULT_SIZE);
+    if !sized || !holds_pattern(&p, DEFAULT_SIZE)? {
+        eprintln!(
+            "writing {} (1280 MiB of pseudo-random blocks, each a function of its number)…",
+            p.display()
+        );
         let mut f = File::create(&p)?;
-        let mut rng = Rng::new(0x00be_ac4e);
         let mut chunk = vec![0u8; 1 << 20];
-        for _ in 0..DEFAULT_SIZE >> 20 {
-            for w in chunk.chunks_exact_mut(8) {
-                w.copy_from_slice(&rng.next_u64().to_ne_bytes());
+        for mib in 0..DEFAULT_SIZE >> 20 {
+            for (i, block) in chunk.chunks_exact_mut(BLOCK).enumerate() {
+                pattern::fill(block, mib * ((1 << 20) / BLOCK as u64) + i as u64, 0);
             }
             f.write_all(&chunk)?;
         }
         f.sync_all()?;
     }
     Ok((p, DEFAULT_SIZE))
+}
+
+/// Whether 64 blocks spread over the read region of `path` (and its first and last block) hold
+/// the pattern with stamp 0.
+pub fn holds_pattern(path: &Path, size: u64) -> io::Result<bool> {
+    let f = File::open(path)?;
+    let read = Layout::of(size).read;
+    let (mut buf, mut scratch) = (vec![0u8; BLOCK], vec![0u8; BLOCK]);
+    let step = (read.blocks / 64).max(1);
+    let samples = (0..read.blocks)
+        .step_by(step as usize)
+        .chain([read.blocks - 1]);
+    for block in samples {
+        f.read_exact_at(&mut buf, block * BLOCK as u64)?;
+        if !pattern::matches(&buf, block, 0, &mut scratch) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Opens the file for reading and writing, with `O_DIRECT` in the direct regime.

@@ -22,10 +22,13 @@ pub fn args(engine: FioEngine, point: &Point, params: &RunParams) -> Vec<String>
         FioEngine::Psync => (1, point.qd),
         _ => (point.qd, 1),
     };
+    let region = params.layout().region(point.workload);
     let mut a: Vec<String> = vec![
         "--name=bench".into(),
         format!("--filename={}", params.file.display()),
-        format!("--size={}", params.size),
+        // The point's region of the file (see `data::Layout`).
+        format!("--offset={}", region.offset_bytes()),
+        format!("--size={}", region.len_bytes()),
         format!("--rw={}", point.workload.name()),
         "--bs=4k".into(),
         format!("--ioengine={}", engine.name()),

@@ -8,7 +8,7 @@ use std::{
 
 use nix::sys::resource::{getrusage, UsageWho};
 
-use super::spec::{RunParams, Sample, BLOCK};
+use super::spec::{RunParams, Sample};
 
 fn cpu_secs(who: UsageWho) -> f64 {
     let u = getrusage(who).expect("getrusage");
@@ -90,10 +90,12 @@ impl Window {
 
     /// The sample of a closed window, from the workers' counters.
     pub fn sample(&self, counters: impl IntoIterator<Item = Counter>) -> Sample {
-        let mut ops = 0;
+        let (mut ops, mut all_ops, mut verified) = (0, 0, 0);
         let mut lat = Vec::new();
         for c in counters {
             ops += c.ops;
+            all_ops += c.all_ops;
+            verified += c.verified;
             lat.extend(c.latencies);
         }
         let (p50_ns, p99_ns) = percentiles(&mut lat);
@@ -103,6 +105,8 @@ impl Window {
             cpu_secs: self.cpu,
             p50_ns,
             p99_ns,
+            all_ops: Some(all_ops),
+            verified: Some(verified),
             ..Sample::default()
         }
     }
@@ -113,6 +117,10 @@ impl Window {
 #[derive(Debug, Default)]
 pub struct Counter {
     pub ops: u64,
+    /// Every operation finished, in and out of the window.
+    pub all_ops: u64,
+    /// With `--verify`: operations whose bytes were checked (the worker sets it at the end).
+    pub verified: u64,
     pub latencies: Vec<u32>,
     record: bool,
 }
@@ -121,9 +129,8 @@ impl Counter {
     /// Records latencies when `qd` is 1 (at higher depths they would only cost time).
     pub fn new(qd: usize) -> Counter {
         Counter {
-            ops: 0,
-            latencies: Vec::new(),
             record: qd == 1,
+            ..Counter::default()
         }
     }
 
@@ -136,6 +143,7 @@ impl Counter {
     /// Accounts `n` operations that just finished, and says whether to go on.
     #[inline]
     pub fn done(&mut self, phase: &PhaseFlag, n: u64, started: Option<Instant>) -> bool {
+        self.all_ops += n;
         match phase.get() {
             Phase::Warmup => true,
             Phase::Measure => {
@@ -161,7 +169,7 @@ pub fn percentiles(lat: &mut [u32]) -> (Option<u64>, Option<u64>) {
     (at(0.50), at(0.99))
 }
 
-/// xorshift64*: a random block offset per operation for a few nanoseconds.
+/// xorshift64*: a random block per operation for a few nanoseconds, and the bytes of `pattern`.
 #[derive(Debug)]
 pub struct Rng(u64);
 
@@ -175,12 +183,6 @@ impl Rng {
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// A random block-aligned byte offset in a file of `blocks` blocks.
-    #[inline]
-    pub fn offset(&mut self, blocks: u64) -> u64 {
-        (self.next_u64() % blocks) * BLOCK as u64
     }
 }
 

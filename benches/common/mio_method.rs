@@ -26,6 +26,7 @@ use super::{
     data,
     measure::{AlignedBuf, Counter, Phase, PhaseFlag, Rng, Window},
     spec::{MioApi, MioBackend, Point, RunParams, Sample, Workload, BLOCK},
+    verify::Lane,
 };
 
 /// Runs one point in this process (a child of the benchmark: one backend per process).
@@ -46,8 +47,8 @@ pub fn run(
         fd: file.as_fd(),
         registry: &registry,
         phase: &phase,
+        params,
         workload: point.workload,
-        blocks: params.blocks(),
         qd: point.qd,
         spurious: Cell::new(0),
     };
@@ -57,14 +58,15 @@ pub fn run(
     match api {
         MioApi::PerOp => {
             for (i, buf) in buffers.chunks_exact_mut(BLOCK).enumerate() {
-                units.push(Box::pin(ctx.single_ops(Token(i), buf, i as u64)));
+                units.push(Box::pin(ctx.single_ops(Token(i), buf, i)));
             }
         }
-        MioApi::Batch => units.push(Box::pin(ctx.batches(Token(0), buffers, 0))),
+        MioApi::Batch => units.push(Box::pin(ctx.batches(Token(0), buffers, 0, 0))),
         MioApi::HalfBatches => {
-            let (a, b) = buffers.split_at_mut(point.qd / 2 * BLOCK);
-            units.push(Box::pin(ctx.batches(Token(0), a, 0)));
-            units.push(Box::pin(ctx.batches(Token(1), b, 1)));
+            let half = point.qd / 2;
+            let (a, b) = buffers.split_at_mut(half * BLOCK);
+            units.push(Box::pin(ctx.batches(Token(0), a, 0, 0)));
+            units.push(Box::pin(ctx.batches(Token(1), b, 1, half)));
         }
         MioApi::Tokio => return Err(io::Error::other("the tokio layer runs in tokio_method")),
     }
@@ -83,35 +85,47 @@ struct Ctx<'a> {
     fd: BorrowedFd<'a>,
     registry: &'a Registry,
     phase: &'a PhaseFlag,
+    params: &'a RunParams,
     workload: Workload,
-    blocks: u64,
     qd: usize,
     /// Events that came while their operation was still in flight (mio allows spurious events).
     spurious: Cell<u64>,
 }
 
 impl Ctx<'_> {
-    /// One operation at a time on `buf`, each a new `Source` registered under `token`.
-    async fn single_ops(&self, token: Token, buf: &mut [u8], seed: u64) -> io::Result<Counter> {
+    /// Lane `lane` of the point (see `verify`).
+    fn lane(&self, lane: usize) -> io::Result<Lane> {
+        Lane::new(self.params, self.workload, self.fd, lane, self.qd)
+    }
+
+    /// One operation at a time on `buf`, each a new `Source` registered under `token`; the
+    /// operations of lane `lane`.
+    async fn single_ops(&self, token: Token, buf: &mut [u8], lane: usize) -> io::Result<Counter> {
         let mut counter = Counter::new(self.qd);
-        let mut rng = Rng::new(seed);
+        let mut rng = Rng::new(lane as u64);
+        let mut lane = self.lane(lane)?;
         loop {
-            let offset = rng.offset(self.blocks);
+            let planned = lane.next(&mut rng);
             let started = counter.start();
-            let n = match self.workload {
-                Workload::RandRead => {
-                    let op = ReadAt::read_at(self.fd, offset, buf, 0);
-                    self.complete(token, op).await?
+            lane.prepare(&planned, buf);
+            if !planned.skip {
+                let n = match self.workload {
+                    Workload::RandRead => {
+                        let op = ReadAt::read_at(self.fd, planned.offset, buf, 0);
+                        self.complete(token, op).await?
+                    }
+                    Workload::RandWrite => {
+                        let op = WriteAt::write_at(self.fd, planned.offset, buf, 0);
+                        self.complete(token, op).await?
+                    }
+                };
+                if n != BLOCK {
+                    return Err(io::Error::other(format!("short transfer: {n} bytes")));
                 }
-                Workload::RandWrite => {
-                    let op = WriteAt::write_at(self.fd, offset, buf, 0);
-                    self.complete(token, op).await?
-                }
-            };
-            if n != BLOCK {
-                return Err(io::Error::other(format!("short transfer: {n} bytes")));
             }
+            lane.check(&planned, buf)?;
             if !counter.done(self.phase, 1, started) {
+                counter.verified = lane.verified;
                 return Ok(counter);
             }
         }
@@ -137,49 +151,82 @@ impl Ctx<'_> {
     }
 
     /// Batches of `bufs.len() / BLOCK` operations, one after the other, registered under
-    /// `token`.
-    async fn batches(&self, token: Token, bufs: &mut [u8], seed: u64) -> io::Result<Counter> {
+    /// `token`; position `j` of a batch is lane `first_lane + j`.
+    async fn batches(
+        &self,
+        token: Token,
+        bufs: &mut [u8],
+        seed: u64,
+        first_lane: usize,
+    ) -> io::Result<Counter> {
         let n = bufs.len() / BLOCK;
         let mut counter = Counter::new(self.qd);
         let mut rng = Rng::new(seed.wrapping_add(1000));
+        let mut lanes = (first_lane..first_lane + n)
+            .map(|l| self.lane(l))
+            .collect::<io::Result<Vec<_>>>()?;
+        let mut planned = Vec::with_capacity(n);
         loop {
             let started = counter.start();
+            planned.clear();
+            planned.extend(lanes.iter_mut().map(|l| l.next(&mut rng)));
             let mut builder = LioCbBuilder::with_capacity(n);
-            for buf in bufs.chunks_exact_mut(BLOCK) {
-                let offset = rng.offset(self.blocks);
+            let mut emplaced = 0;
+            for ((buf, op), lane) in bufs.chunks_exact_mut(BLOCK).zip(&planned).zip(&lanes) {
+                lane.prepare(op, buf);
+                if op.skip {
+                    continue;
+                }
+                emplaced += 1;
                 builder = match self.workload {
                     Workload::RandRead => {
-                        builder.emplace_mut_slice(self.fd, offset, buf, 0, LioOpcode::LIO_READ)
+                        builder.emplace_mut_slice(self.fd, op.offset, buf, 0, LioOpcode::LIO_READ)
                     }
                     Workload::RandWrite => {
-                        builder.emplace_slice(self.fd, offset, buf, 0, LioOpcode::LIO_WRITE)
+                        builder.emplace_slice(self.fd, op.offset, buf, 0, LioOpcode::LIO_WRITE)
                     }
                 };
             }
-            let mut batch = builder.finish();
-            self.registry.register(&mut batch, token, mio_aio::LIO)?;
-            batch
-                .submit()
-                .map_err(|e| io::Error::other(format!("batch submit: {e}")))?;
-            loop {
-                NextEvent::default().await;
-                if !batch.in_progress() {
-                    break;
-                }
-                self.count_spurious();
+            if emplaced > 0 {
+                self.complete_batch(token, builder).await?;
+            } else {
+                drop(builder); // (only the test hook skips a whole batch)
             }
-            let bad = batch.into_results(|results| {
-                results
-                    .filter(|r| r.result != Ok(BLOCK as isize))
-                    .map(|r| r.result)
-                    .next()
-            });
-            if let Some(r) = bad {
-                return Err(io::Error::other(format!("batch operation: {r:?}")));
+            for ((buf, op), lane) in bufs.chunks_exact(BLOCK).zip(&planned).zip(&mut lanes) {
+                lane.check(op, buf)?;
             }
             if !counter.done(self.phase, n as u64, started) {
+                counter.verified = lanes.iter().map(|l| l.verified).sum();
                 return Ok(counter);
             }
+        }
+    }
+
+    /// Registers and submits the batch `builder` holds, waits for its event and checks that
+    /// every operation moved one block (the batch is dropped on return, which ends its borrows
+    /// of the buffers).
+    async fn complete_batch(&self, token: Token, builder: LioCbBuilder<'_>) -> io::Result<()> {
+        let mut batch = builder.finish();
+        self.registry.register(&mut batch, token, mio_aio::LIO)?;
+        batch
+            .submit()
+            .map_err(|e| io::Error::other(format!("batch submit: {e}")))?;
+        loop {
+            NextEvent::default().await;
+            if !batch.in_progress() {
+                break;
+            }
+            self.count_spurious();
+        }
+        let bad = batch.into_results(|results| {
+            results
+                .filter(|r| r.result != Ok(BLOCK as isize))
+                .map(|r| r.result)
+                .next()
+        });
+        match bad {
+            Some(r) => Err(io::Error::other(format!("batch operation: {r:?}"))),
+            None => Ok(()),
         }
     }
 

@@ -156,10 +156,17 @@ impl<'a> Runner<'a> {
                 // only does it between tables, in `run`).
                 data::sync(file)?;
             }
+            let outcome = match outcome {
+                Outcome::Measured(s) if self.params.verify && s.verified.unwrap_or(0) == 0 => {
+                    Outcome::Failed("verify: no operation's bytes were checked".into())
+                }
+                o => o,
+            };
             if let Outcome::Failed(why) = &outcome {
                 // Something else on the machine may refuse a point for a moment (a test that
                 // sets kernel.io_uring_disabled, say): try again after a pause, then report it.
-                if failures < MAX_RETRIES_AFTER_FAILURE {
+                // Wrong bytes are never the machine's moment: no retry.
+                if failures < MAX_RETRIES_AFTER_FAILURE && !why.contains("verify") {
                     failures += 1;
                     eprintln!("    {point}: failed ({why}); trying again in 5 s");
                     std::thread::sleep(Duration::from_secs(5));
@@ -204,6 +211,9 @@ fn describe(o: &Outcome) -> String {
                     p50 as f64 / 1e3,
                     p99 as f64 / 1e3
                 );
+            }
+            if let Some(v) = s.verified {
+                t += &format!(", {v} operations verified");
             }
             if let Some(i) = s.interrupted {
                 t += &format!(

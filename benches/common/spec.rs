@@ -284,6 +284,15 @@ impl Method {
         matches!(self, Method::Mio(..))
     }
 
+    /// Whether `--verify` can check this method's bytes: the ones that read into and write from
+    /// buffers of ours (fio and `tokio::fs::File` use their own).
+    pub fn verifiable(self) -> bool {
+        matches!(
+            self,
+            Method::Mio(..) | Method::SpawnBlocking | Method::Threads
+        )
+    }
+
     /// Whether this method has a point at queue depth `qd`.
     pub fn runs_at(self, qd: usize) -> bool {
         match self {
@@ -337,6 +346,11 @@ pub struct Sample {
     /// while their operation was still in flight.
     pub interrupted: Option<u64>,
     pub spurious: Option<u64>,
+    /// Every operation the process completed: warm-up, window and the drain after it (to
+    /// divide whole-process counts such as system calls by).
+    pub all_ops: Option<u64>,
+    /// With `--verify`: operations whose bytes were checked.
+    pub verified: Option<u64>,
     /// Set when the page cache lost part of the file during a cached point on every retry.
     pub evicted: bool,
 }
@@ -354,14 +368,16 @@ impl Sample {
     pub fn to_line(&self) -> String {
         let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
         format!(
-            "RESULT {} {} {} {} {} {} {}",
+            "RESULT {} {} {} {} {} {} {} {} {}",
             self.ops,
             self.secs,
             self.cpu_secs,
             opt(self.p50_ns),
             opt(self.p99_ns),
             opt(self.interrupted),
-            opt(self.spurious)
+            opt(self.spurious),
+            opt(self.all_ops),
+            opt(self.verified)
         )
     }
 
@@ -382,6 +398,8 @@ impl Sample {
             p99_ns: opt(next())?,
             interrupted: opt(next())?,
             spurious: opt(next())?,
+            all_ops: opt(next())?,
+            verified: opt(next())?,
             evicted: false,
         })
     }
@@ -412,17 +430,21 @@ impl From<std::io::Error> for RunError {
     }
 }
 
-/// The file every point works on, and how long each point runs.
+/// The file every point works on, how long each point runs, and whether it checks bytes.
 #[derive(Clone, Debug)]
 pub struct RunParams {
     pub file: std::path::PathBuf,
     pub size: u64,
     pub warmup: f64,
     pub secs: f64,
+    /// `--verify`: check every operation's bytes (see `verify`).
+    pub verify: bool,
+    /// The test hook of `verify` (set from the environment in the child, with `verify` only).
+    pub fault: Option<super::verify::Fault>,
 }
 
 impl RunParams {
-    pub fn blocks(&self) -> u64 {
-        self.size / BLOCK as u64
+    pub fn layout(&self) -> super::data::Layout {
+        super::data::Layout::of(self.size)
     }
 }

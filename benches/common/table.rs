@@ -1,24 +1,24 @@
-//! The report: one markdown table per regime × workload, the ratios of mio-aio to its
-//! references, and the targets.
+//! The report: one markdown table per regime × workload and the ratios of mio-aio to its
+//! references (the targets are in `targets`).
 
 use std::fmt::Write;
 
 use super::{
     args::Options,
     runner::Results,
-    spec::{FioEngine, Method, MioApi, MioBackend, Outcome, Point, Regime, Workload},
+    spec::{FioEngine, Method, Outcome, Point, Regime, Workload},
 };
 
 /// The repetitions of one point, reduced to medians and ranges.
 #[derive(Clone, Debug)]
-struct Stats {
-    iops: f64,
+pub struct Stats {
+    pub iops: f64,
     iops_min: f64,
     iops_max: f64,
-    cpu_us: f64,
-    p50_us: Option<f64>,
+    pub cpu_us: f64,
+    pub p50_us: Option<f64>,
     p99_us: Option<f64>,
-    interrupted_per_k: Option<f64>,
+    pub interrupted_per_k: Option<f64>,
     evicted: bool,
 }
 
@@ -42,9 +42,10 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     })
 }
 
-struct Report<'a> {
-    results: &'a Results,
-    opts: &'a Options,
+/// The results of a run, as medians per point.
+pub struct Report<'a> {
+    pub results: &'a Results,
+    pub opts: &'a Options,
 }
 
 impl Report<'_> {
@@ -90,7 +91,7 @@ impl Report<'_> {
         })
     }
 
-    fn stats(
+    pub fn stats(
         &self,
         method: Method,
         regime: Regime,
@@ -104,7 +105,7 @@ impl Report<'_> {
     }
 
     /// IOPS of `method` ÷ IOPS of `reference` at the same point.
-    fn ratio(
+    pub fn ratio(
         &self,
         method: Method,
         reference: Method,
@@ -237,107 +238,13 @@ impl Report<'_> {
             let _ = writeln!(out, "{line}");
         }
     }
-
-    fn targets(&self, out: &mut String) {
-        let rq = self.opts.ref_qd();
-        let per_op = Method::Mio(MioApi::PerOp, MioBackend::available()[0]);
-        let batch = Method::Mio(MioApi::Batch, MioBackend::available()[0]);
-        let fio_uring = Method::Fio(FioEngine::IoUring);
-        let (c, d, rr) = (Regime::Cached, Regime::Direct, Workload::RandRead);
-        let cpu = self.stats(per_op, c, rr, rq).map(|s| s.cpu_us);
-        let sqpoll = Method::Mio(MioApi::PerOp, MioBackend::IoUringSqpoll);
-        let tokio = Method::Mio(MioApi::Tokio, MioBackend::available()[0]);
-        let rows: [(String, Option<f64>, f64, bool); 9] = [
-            (
-                format!("{per_op}, cached QD{rq} ÷ fio io_uring"),
-                self.ratio(per_op, fio_uring, c, rr, rq),
-                1.0,
-                true,
-            ),
-            (
-                format!("{per_op}, O_DIRECT QD{rq} ÷ fio io_uring"),
-                self.ratio(per_op, fio_uring, d, rr, rq),
-                0.95,
-                true,
-            ),
-            (
-                format!("{per_op}, cached QD{rq}: CPU µs per operation"),
-                cpu,
-                3.0,
-                false,
-            ),
-            (
-                format!("{batch}, cached QD{rq} ÷ fio io_uring"),
-                self.ratio(batch, fio_uring, c, rr, rq),
-                1.4,
-                true,
-            ),
-            (
-                format!("{per_op}, cached QD{rq} ÷ tokio spawn_blocking+pread"),
-                self.ratio(per_op, Method::SpawnBlocking, c, rr, rq),
-                3.5,
-                true,
-            ),
-            (
-                format!("{per_op}, cached QD{rq} ÷ tokio::fs"),
-                self.ratio(per_op, Method::TokioFs, c, rr, rq),
-                7.0,
-                true,
-            ),
-            (
-                format!("{tokio}, cached QD{rq} ÷ tokio spawn_blocking+pread"),
-                self.ratio(tokio, Method::SpawnBlocking, c, rr, rq),
-                3.0,
-                true,
-            ),
-            (
-                format!("{tokio}, cached QD{rq} ÷ tokio::fs"),
-                self.ratio(tokio, Method::TokioFs, c, rr, rq),
-                6.0,
-                true,
-            ),
-            (
-                format!("(opt-in, for information) {sqpoll}, cached QD{rq} ÷ fio io_uring"),
-                self.ratio(sqpoll, fio_uring, c, rr, rq),
-                1.0,
-                true,
-            ),
-        ];
-        let _ = writeln!(
-            out,
-            "\n### Targets (4 KiB random reads)\n\n| target | wanted | measured | |\n|---|---:|---:|---|"
-        );
-        for (what, value, bound, at_least) in rows {
-            if value.is_none() && what.starts_with("(opt-in") {
-                continue;
-            }
-            let wanted = if at_least {
-                format!("≥ {bound}×")
-            } else {
-                format!("≤ {bound}")
-            };
-            let (measured, verdict) = match value {
-                None => ("—".to_string(), "not measured"),
-                Some(v) => {
-                    let met = if at_least { v >= bound } else { v <= bound };
-                    let shown = if at_least {
-                        format!("{v:.2}×")
-                    } else {
-                        format!("{v:.2}")
-                    };
-                    (shown, if met { "met" } else { "**missed**" })
-                }
-            };
-            let _ = writeln!(out, "| {what} | {wanted} | {measured} | {verdict} |");
-        }
-    }
 }
 
 fn fmt_ratio(r: Option<f64>) -> String {
     r.map_or("—".into(), |r| format!("{r:.2}×"))
 }
 
-/// The tables and targets as markdown.
+/// The tables as markdown.
 pub fn render(results: &Results, opts: &Options) -> String {
     let report = Report { results, opts };
     let mut out = String::new();
@@ -346,6 +253,5 @@ pub fn render(results: &Results, opts: &Options) -> String {
             report.table(&mut out, regime, workload);
         }
     }
-    report.targets(&mut out);
     out
 }

@@ -1,12 +1,16 @@
 //! The plain-threads baseline: QD threads, each a loop of `pread` (or `pwrite`) on one shared
 //! file.
 
-use std::{io, os::unix::fs::FileExt};
+use std::{
+    io,
+    os::{fd::AsFd, unix::fs::FileExt},
+};
 
 use super::{
     data,
     measure::{AlignedBuf, Counter, PhaseFlag, Rng, Window},
     spec::{Point, RunParams, Sample, Workload, BLOCK},
+    verify::Lane,
 };
 
 pub fn run(point: &Point, params: &RunParams) -> io::Result<Sample> {
@@ -20,17 +24,24 @@ pub fn run(point: &Point, params: &RunParams) -> io::Result<Sample> {
                     let mut counter = Counter::new(point.qd);
                     let mut rng = Rng::new(i as u64);
                     let mut buf = AlignedBuf::new(BLOCK);
+                    let mut lane = Lane::new(params, point.workload, file.as_fd(), i, point.qd)?;
                     loop {
                         let started = counter.start();
-                        let offset = rng.offset(params.blocks());
-                        let n = match point.workload {
-                            Workload::RandRead => file.read_at(buf.as_mut_slice(), offset)?,
-                            Workload::RandWrite => file.write_at(buf.as_slice(), offset)?,
-                        };
-                        if n != BLOCK {
-                            return Err(io::Error::other("short transfer"));
+                        let planned = lane.next(&mut rng);
+                        lane.prepare(&planned, buf.as_mut_slice());
+                        if !planned.skip {
+                            let offset = planned.offset;
+                            let n = match point.workload {
+                                Workload::RandRead => file.read_at(buf.as_mut_slice(), offset)?,
+                                Workload::RandWrite => file.write_at(buf.as_slice(), offset)?,
+                            };
+                            if n != BLOCK {
+                                return Err(io::Error::other("short transfer"));
+                            }
                         }
+                        lane.check(&planned, buf.as_slice())?;
                         if !counter.done(phase, 1, started) {
+                            counter.verified = lane.verified;
                             return Ok(counter);
                         }
                     }

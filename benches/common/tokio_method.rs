@@ -4,7 +4,7 @@
 
 use std::{
     io::{self, SeekFrom},
-    os::unix::fs::FileExt,
+    os::{fd::AsFd, unix::fs::FileExt},
     sync::Arc,
 };
 
@@ -14,6 +14,7 @@ use super::{
     data,
     measure::{AlignedBuf, Counter, PhaseFlag, Rng, Window},
     spec::{MioBackend, Point, Regime, RunError as Error, RunParams, Sample, Workload, BLOCK},
+    verify::Lane,
 };
 
 fn runtime() -> io::Result<tokio::runtime::Runtime> {
@@ -77,15 +78,20 @@ pub fn run_fs(point: &Point, params: &RunParams) -> Result<Sample, Error> {
         .into_iter()
         .enumerate()
         .map(|(i, mut file)| {
-            let (phase, workload, blocks, qd) =
-                (phase.clone(), point.workload, params.blocks(), point.qd);
+            let (phase, workload, region, qd) = (
+                phase.clone(),
+                point.workload,
+                params.layout().region(point.workload),
+                point.qd,
+            );
             rt.spawn(async move {
                 let mut counter = Counter::new(qd);
                 let mut rng = Rng::new(i as u64);
                 let mut buf = vec![0x5a_u8; BLOCK];
                 loop {
                     let started = counter.start();
-                    file.seek(SeekFrom::Start(rng.offset(blocks))).await?;
+                    let offset = region.pick(&mut rng, 0, 1) * BLOCK as u64;
+                    file.seek(SeekFrom::Start(offset)).await?;
                     match workload {
                         Workload::RandRead => drop(file.read_exact(&mut buf).await?),
                         Workload::RandWrite => file.write_all(&buf).await?,
@@ -149,20 +155,27 @@ where
     let tasks: Vec<_> = (0..point.qd)
         .map(|i| {
             let (phase, file, op) = (phase.clone(), file.clone(), op.clone());
-            let (workload, blocks, qd) = (point.workload, params.blocks(), point.qd);
+            let (workload, qd) = (point.workload, point.qd);
+            let lane = Lane::new(params, workload, file.as_fd(), i, qd);
             rt.spawn(async move {
                 let mut counter = Counter::new(qd);
                 let mut rng = Rng::new(i as u64);
                 let mut buf = AlignedBuf::new(BLOCK);
+                let mut lane = lane?;
                 loop {
                     let started = counter.start();
-                    let offset = rng.offset(blocks);
-                    let (b, n) = op(file.clone(), workload, buf, offset).await?;
-                    buf = b;
-                    if n != BLOCK {
-                        return Err(io::Error::other(format!("short transfer: {n} bytes")));
+                    let planned = lane.next(&mut rng);
+                    lane.prepare(&planned, buf.as_mut_slice());
+                    if !planned.skip {
+                        let (b, n) = op(file.clone(), workload, buf, planned.offset).await?;
+                        buf = b;
+                        if n != BLOCK {
+                            return Err(io::Error::other(format!("short transfer: {n} bytes")));
+                        }
                     }
+                    lane.check(&planned, buf.as_slice())?;
                     if !counter.done(&phase, 1, started) {
+                        counter.verified = lane.verified;
                         return io::Result::Ok(counter);
                     }
                 }
