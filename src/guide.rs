@@ -34,12 +34,12 @@
 //!   timeout, as the examples do.
 //!
 //! # One descriptor per registered operation (Linux)
-//! On Linux each registered operation holds an eventfd, taken from a pool when it is
-//! registered and given back when it is dropped; a registered batch ([`LioCb`]) holds one
-//! too, and so does each future of `mio_aio::tokio` while its operation runs.
-//! Ten thousand operations registered at once need ten thousand descriptors: raise
-//! `RLIMIT_NOFILE` (`ulimit -n`) accordingly. Out of descriptors, `register` fails with
-//! `EMFILE` (after the pool has given its idle descriptors back), never hangs. On FreeBSD a
+//! On Linux each registered operation holds an eventfd, taken from a pool when it is first
+//! submitted and given back when it is dropped (registering only records the token); a
+//! registered batch ([`LioCb`]) holds one too, and so does each future of `mio_aio::tokio`
+//! while its operation runs. Ten thousand operations submitted at once need ten thousand
+//! descriptors: raise `RLIMIT_NOFILE` (`ulimit -n`) accordingly. Out of descriptors, `submit`
+//! fails with `EMFILE` (after the pool has given its idle descriptors back), never hangs. On FreeBSD a
 //! single operation holds no descriptor; a registered batch holds a kqueue from its first
 //! submission until it is collected or dropped.
 //!

@@ -180,8 +180,8 @@ pub trait SourceApi {
 /// `registry.deregister(&mut *op)` on a pinned `op` does not compile. There is no need
 /// for it: **dropping the operation deregisters it** (to deregister an operation that was
 /// never pinned, call `deregister` as for any source). On Linux each registered operation
-/// holds a descriptor (an eventfd) until it is dropped: `register` fails with `EMFILE` when
-/// the process has none left (see [the guide][descriptors]).
+/// holds a descriptor (an eventfd) from its first submission until it is dropped: `submit`
+/// fails with `EMFILE` when the process has none left (see [the guide][descriptors]).
 ///
 /// [descriptors]: crate::guide#one-descriptor-per-registered-operation-linux
 ///
