@@ -8,9 +8,11 @@
 //!
 //! What holds:
 //! * A watch is pooled only when nothing else refers to its eventfd (`NotifyFd::is_idle`): the
-//!   operation is gone and no engine can signal it any more. Its counter is then reset, if it was
-//!   signalled, and tokio's readiness cleared, so the next operation is woken by its own
-//!   completion. A wake-up that slips through (tokio's reactor thread may have read the old
+//!   operation is gone and no engine can signal it any more. tokio's readiness is then
+//!   cleared, so the next operation is woken by its own completion: the registration is
+//!   edge-triggered and epoll reports every signal as a new event, so the counter need not be
+//!   reset (a `read` per operation saved). The crate's own pool resets it before any other use
+//!   (the notifier stays marked as signalled). A wake-up that slips through (tokio's reactor thread may have read the old
 //!   event just before) is harmless: the future checks its operation before taking a result.
 //! * An `AsyncFd` belongs to one runtime's reactor, so the pool is keyed by runtime id: a thread
 //!   that polls in another runtime drops what it pooled for the previous one. A runtime that
@@ -81,11 +83,12 @@ impl Drop for Watch {
 
 impl Registered {
     /// Makes the registration ready for another operation, or gives it back as unfit.
-    fn reset(mut self) -> Result<Self, Self> {
+    fn make_reusable(mut self) -> Result<Self, Self> {
         if !self.fd.get_ref().is_idle() {
             return Err(self);
         }
-        self.fd.get_ref().reset();
+        // The counter is left as it is: tokio's registration is edge-triggered, and epoll
+        // reports every signal of the eventfd as a new event, whatever its count.
         if self.waited {
             let mut cx = Context::from_waker(&NOOP);
             match self.fd.poll_read_ready(&mut cx) {
@@ -164,7 +167,7 @@ pub(super) fn take(runtime: Id) -> Option<Watch> {
 /// Keeps `r` for a later operation if it is idle and this thread's pool serves its runtime (or
 /// is empty) and has room; drops it otherwise.
 fn give_back(r: Registered) {
-    let r = match r.reset() {
+    let r = match r.make_reusable() {
         Ok(r) => r,
         Err(r) => return discard(r),
     };

@@ -87,8 +87,6 @@ impl NotifyFd {
         false
     }
 
-    pub(crate) fn reset(&self) {}
-
     pub(crate) fn is_ours(&self) -> bool {
         true
     }

@@ -203,15 +203,6 @@ impl Notifier {
         let _ = syscall!(write(self.fd(), (&one as *const u64).cast(), 8));
     }
 
-    /// Resets the counter if a signal may have reached it. The caller must know that no signal
-    /// is still on its way (nothing else holds the notifier).
-    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
-    pub(crate) fn reset(&self) {
-        if self.dirty.swap(false, Ordering::Relaxed) {
-            drain(self.fd());
-        }
-    }
-
     /// Records that the kernel has been asked to signal the eventfd (a linked io_uring write, a
     /// kernel AIO `aio_resfd`). Call it before the request can reach the kernel.
     pub(crate) fn will_be_signalled(&self) {

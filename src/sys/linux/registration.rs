@@ -139,21 +139,12 @@ pub struct NotifyFd(Arc<Notifier>);
 impl NotifyFd {
     /// Whether nothing but this `NotifyFd` refers to the eventfd, in the process that made it:
     /// no operation holds it, and no signal can still be on its way (every signaller holds a
-    /// reference while one may be). An idle one may serve another operation once [`reset`].
-    ///
-    /// [`reset`]: NotifyFd::reset
+    /// reference while one may be). An idle one may serve another operation.
     pub(crate) fn is_idle(&self) -> bool {
         let idle = Arc::strong_count(&self.0) == 1 && self.0.is_ours();
         // Pairs with the release of the signallers' references: their marks are visible.
         std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
         idle
-    }
-
-    /// Resets the counter if it may have been signalled, so that the eventfd is readable again
-    /// only when the next operation completes. Only for an idle one (`is_idle`).
-    pub(crate) fn reset(&self) {
-        debug_assert!(self.is_idle());
-        self.0.reset();
     }
 
     /// Whether the eventfd was made by this process (not inherited across `fork`).
