@@ -1,4 +1,5 @@
-//! Eventfds that stay registered with tokio's reactor between operations (Linux).
+//! Eventfds that stay registered with tokio's reactor between operations (Linux; on the kqueue
+//! systems no descriptor is ever idle, so nothing is pooled).
 //!
 //! Registering an operation's eventfd with tokio (`AsyncFd`, one `EPOLL_CTL_ADD`) and taking it
 //! out again (`EPOLL_CTL_DEL`) would cost two system calls per operation. Instead, once an
@@ -9,11 +10,13 @@
 //! What holds:
 //! * A watch is pooled only when nothing else refers to its eventfd (`NotifyFd::is_idle`): the
 //!   operation is gone and no engine can signal it any more. tokio's readiness is then
-//!   cleared, so the next operation is woken by its own completion: the registration is
-//!   edge-triggered and epoll reports every signal as a new event, so the counter need not be
-//!   reset (a `read` per operation saved). The crate's own pool resets it before any other use
-//!   (the notifier stays marked as signalled). A wake-up that slips through (tokio's reactor thread may have read the old
-//!   event just before) is harmless: the future checks its operation before taking a result.
+//!   cleared, so that the next operation is woken by its own completion. The counter is not
+//!   reset (a `read` per operation saved): the registration is edge-triggered, and epoll
+//!   reports every signal as a new event whatever the count. The crate's own pool resets it
+//!   before any other use (the notifier stays marked as signalled).
+//! * A wake-up that slips through (tokio's reactor thread may have read the old event just
+//!   before the readiness was cleared) is harmless: the future checks its operation before
+//!   taking a result, and waits again if it is still running.
 //! * An `AsyncFd` belongs to one runtime's reactor, so the pool is keyed by runtime id: a thread
 //!   that polls in another runtime drops what it pooled for the previous one. A runtime that
 //!   shuts down leaves its watches here until this thread polls in another runtime or exits;
@@ -32,8 +35,8 @@ use ::tokio::{io::unix::AsyncFd, runtime::Id};
 use crate::sys::NotifyFd;
 
 /// The most idle watches one thread keeps (each is an open eventfd in tokio's epoll set).
-/// Enough for a few hundred operations in flight per thread; beyond, the surplus pays
-/// `EPOLL_CTL_ADD` and `DEL` again.
+/// Enough for 128 operations in flight per thread; beyond, the surplus pays `EPOLL_CTL_ADD`
+/// and `DEL` again.
 const PER_THREAD_MAX: usize = 128;
 
 /// An operation's eventfd, registered with the reactor of one runtime. Dropped (after the
