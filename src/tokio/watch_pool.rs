@@ -13,7 +13,9 @@
 //!   cleared, so that the next operation is woken by its own completion. The counter is not
 //!   reset (a `read` per operation saved): the registration is edge-triggered, and epoll
 //!   reports every signal as a new event whatever the count. The crate's own pool resets it
-//!   before any other use (the notifier stays marked as signalled).
+//!   before any other use (the notifier stays marked as signalled). A watch whose eventfd is
+//!   still referred to when its future goes (a worker thread that recorded the result and is
+//!   still signalling) waits among the unsettled ones, and is reused only once idle.
 //! * A wake-up that slips through (tokio's reactor thread may have read the old event just
 //!   before the readiness was cleared) is harmless: the future checks its operation before
 //!   taking a result, and waits again if it is still running.
@@ -116,24 +118,47 @@ fn discard(r: Registered) {
     }
 }
 
+/// Whether eventfds are reused at all (not on the kqueue systems, whose private kqueues are
+/// never idle).
+const REUSED: bool = cfg!(target_os = "linux");
+
 /// The watches this thread keeps for one runtime.
 #[derive(Default)]
 struct Pool {
     runtime: Option<Id>,
     idle: Vec<Registered>,
+    /// Watches whose eventfd something else still referred to when their future went (an
+    /// engine that had recorded the result but not yet let go, typically): taken once idle.
+    unsettled: Vec<Registered>,
 }
 
 impl Pool {
     /// Serves `runtime` from now on; returns the watches of the previous runtime.
     fn switch_to(&mut self, runtime: Id) -> Vec<Registered> {
         self.runtime = Some(runtime);
-        std::mem::take(&mut self.idle)
+        let mut stale = std::mem::take(&mut self.idle);
+        stale.append(&mut self.unsettled);
+        stale
+    }
+
+    fn len(&self) -> usize {
+        self.idle.len() + self.unsettled.len()
+    }
+
+    /// An unsettled watch that has become idle, if any.
+    fn settled(&mut self) -> Option<Registered> {
+        let i = self
+            .unsettled
+            .iter()
+            .position(|r| r.fd.get_ref().is_idle())?;
+        Some(self.unsettled.swap_remove(i))
     }
 }
 
 impl Drop for Pool {
     fn drop(&mut self) {
         self.idle.drain(..).for_each(discard);
+        self.unsettled.drain(..).for_each(discard);
     }
 }
 
@@ -152,37 +177,59 @@ impl Wake for NoopWake {
 
 /// An idle watch of `runtime` kept by this thread, if there is one.
 pub(super) fn take(runtime: Id) -> Option<Watch> {
-    let (found, stale) = POOL
+    if !REUSED {
+        return None;
+    }
+    let (found, settled, stale) = POOL
         .try_with(|pool| {
             let mut pool = pool.borrow_mut();
-            if pool.runtime == Some(runtime) {
-                (pool.idle.pop(), Vec::new())
+            if pool.runtime != Some(runtime) {
+                (None, None, pool.switch_to(runtime))
+            } else if let Some(r) = pool.idle.pop() {
+                (Some(r), None, Vec::new())
             } else {
-                (None, pool.switch_to(runtime))
+                (None, pool.settled(), Vec::new())
             }
         })
         .ok()?;
     // Dropped outside the borrow.
     stale.into_iter().for_each(discard);
+    let found = match settled.map(Registered::make_reusable) {
+        Some(Ok(r)) => Some(r),
+        Some(Err(r)) => {
+            discard(r);
+            None
+        }
+        None => found,
+    };
     found.map(|r| Watch(Some(r)))
 }
 
-/// Keeps `r` for a later operation if it is idle and this thread's pool serves its runtime (or
-/// is empty) and has room; drops it otherwise.
+/// Keeps `r` for a later operation if this thread's pool serves its runtime (or is empty) and
+/// has room: with the idle ones if it is idle, else with the unsettled ones. Drops it otherwise.
 fn give_back(r: Registered) {
-    let r = match r.make_reusable() {
-        Ok(r) => r,
-        Err(r) => return discard(r),
+    if !REUSED {
+        return discard(r);
+    }
+    let (r, idle) = match r.make_reusable() {
+        Ok(r) => (r, true),
+        // Not idle yet (or its reactor is gone: then it is dropped when found idle).
+        Err(r) => (r, false),
     };
     let mut r = Some(r);
     let _ = POOL.try_with(|pool| {
         let mut pool = pool.borrow_mut();
         let runtime = r.as_ref().expect("set above").runtime;
-        if pool.runtime != Some(runtime) && pool.idle.is_empty() {
+        if pool.runtime != Some(runtime) && pool.len() == 0 {
             pool.runtime = Some(runtime);
         }
-        if pool.runtime == Some(runtime) && pool.idle.len() < PER_THREAD_MAX {
-            pool.idle.extend(r.take());
+        if pool.runtime == Some(runtime) && pool.len() < PER_THREAD_MAX {
+            let kept = if idle {
+                &mut pool.idle
+            } else {
+                &mut pool.unsettled
+            };
+            kept.extend(r.take());
         }
     });
     if let Some(r) = r {
