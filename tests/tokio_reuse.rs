@@ -3,7 +3,7 @@
 //! changes what a future resolves to: no completion of an earlier operation (finished, or
 //! dropped in flight) wakes a later one into a wrong or early result, and registrations never
 //! cross runtimes (an operation in one runtime waiting on another runtime's reactor would
-//! hang: every wait here is bounded).
+//! hang: every wait here is bounded), nor reach into a parent process's epoll set after `fork`.
 //!
 //! The reads are on sockets, whose data comes only when the test sends it, so that every
 //! operation is still running after `submit` and waits on its eventfd.
@@ -160,4 +160,36 @@ fn two_runtimes_in_turn_on_one_thread() {
         c.block_on(one_read(format!("c{i}").as_bytes()));
         b.block_on(one_read(format!("b again {i}").as_bytes()));
     }
+}
+
+/// A forked child that polls in a runtime of its own leaves the registrations it inherited
+/// alone: dropping them would take the eventfds out of the parent's epoll set, which the child
+/// shares, and the parent's next operation on a reused eventfd would never be woken.
+#[test]
+fn forked_child_leaves_the_parents_registrations_alone() {
+    let rt = current_thread();
+    // This thread's pool now holds the eventfd of a finished operation, in `rt`'s epoll set.
+    rt.block_on(one_read(b"before fork"));
+    // SAFETY: the child only runs this crate's and tokio's code on this thread and then
+    // `_exit`s; it never returns into the test harness.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let code = std::panic::catch_unwind(|| {
+            // A runtime of its own: this thread's pool lets go of what it inherited.
+            current_thread().block_on(one_read(b"in the child"));
+        })
+        .map_or(1, |_| 0);
+        // SAFETY: ends the child without running the parent's atexit handlers or the harness.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child made above.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child failed: {status}"
+    );
+    // Reuses the pooled eventfd, which must still be in `rt`'s epoll set.
+    rt.block_on(one_read(b"after fork"));
 }
