@@ -56,8 +56,9 @@ pub trait Operation {
     #[cfg(all(feature = "tokio", not(target_os = "freebsd")))]
     fn attach_notify_fd(&mut self) -> io::Result<NotifyFd>;
     /// Like `attach_notify_fd`, with a descriptor that an earlier operation's
-    /// `attach_notify_fd` returned and that is idle now (Linux: `NotifyFd::is_idle`, and reset),
-    /// so that its watcher can keep watching it. `Unsupported` where descriptors are not reused.
+    /// `attach_notify_fd` returned and that is idle now (Linux: `NotifyFd::is_idle`; else
+    /// `ResourceBusy`), so that its watcher can keep watching it. `Unsupported` where
+    /// descriptors are not reused.
     #[cfg(all(feature = "tokio", not(target_os = "freebsd")))]
     fn attach_notify_fd_again(&mut self, fd: &NotifyFd) -> io::Result<()> {
         let _ = fd;

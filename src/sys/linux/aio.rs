@@ -128,9 +128,7 @@ impl Op<'_> {
         }
         self.registration.attach_private()
     }
-}
 
-impl Op<'_> {
     #[cfg(feature = "tokio")]
     fn attach_private_again(&mut self, fd: &NotifyFd) -> io::Result<()> {
         if self.current.is_some() {
