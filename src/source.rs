@@ -277,6 +277,12 @@ impl<T: sys::Operation> Source<T> {
     pub(crate) fn attach_notify_fd(&mut self) -> io::Result<sys::NotifyFd> {
         self.inner.attach_notify_fd()
     }
+
+    /// For the tokio layer: see `sys::Operation::attach_notify_fd_again`.
+    #[allow(dead_code)]
+    pub(crate) fn attach_notify_fd_again(&mut self, fd: &sys::NotifyFd) -> io::Result<()> {
+        self.inner.attach_notify_fd_again(fd)
+    }
 }
 
 /// Checks the interest a source is registered with: it must contain `expected` (as mio-aio 2.0,

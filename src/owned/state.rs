@@ -233,6 +233,13 @@ impl<T: Kind, B: Send + 'static, F: Send + 'static> sys::Operation for Owning<T,
             None => Err(Errno::EINVAL.into()),
         }
     }
+    #[cfg(all(feature = "tokio", not(target_os = "freebsd")))]
+    fn attach_notify_fd_again(&mut self, fd: &sys::NotifyFd) -> std::io::Result<()> {
+        match self.op_for_registration() {
+            Some(op) => op.attach_notify_fd_again(fd),
+            None => Err(Errno::EINVAL.into()),
+        }
+    }
 }
 
 /// What is left of an `Owning` dropped in flight. Fields drop in order: the operation (done by

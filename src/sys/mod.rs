@@ -55,6 +55,15 @@ pub trait Operation {
     /// `ResourceBusy` while the operation is in flight.
     #[cfg(all(feature = "tokio", not(target_os = "freebsd")))]
     fn attach_notify_fd(&mut self) -> io::Result<NotifyFd>;
+    /// Like `attach_notify_fd`, with a descriptor that an earlier operation's
+    /// `attach_notify_fd` returned and that is idle now (Linux: `NotifyFd::is_idle`; else
+    /// `ResourceBusy`), so that its watcher can keep watching it. `Unsupported` where
+    /// descriptors are not reused.
+    #[cfg(all(feature = "tokio", not(target_os = "freebsd")))]
+    fn attach_notify_fd_again(&mut self, fd: &NotifyFd) -> io::Result<()> {
+        let _ = fd;
+        Err(io::ErrorKind::Unsupported.into())
+    }
 }
 
 #[cfg(target_os = "freebsd")]

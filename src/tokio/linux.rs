@@ -3,15 +3,19 @@
 //! of its own elsewhere), which the backend signals on completion and tokio's reactor watches
 //! through `AsyncFd`.
 //!
-//! The eventfd is registered with tokio only when the operation is still running after its
-//! submission: an operation the kernel completed inline (a cached read through io_uring or
-//! kernel AIO) costs no `epoll_ctl` at all.
+//! A single operation's eventfd is registered with tokio only when the operation is still
+//! running after its submission: an operation the kernel completed inline (a cached read
+//! through io_uring or kernel AIO) costs no `epoll_ctl` at all. On Linux the registration then
+//! outlives the operation: the future's eventfd, still in tokio's epoll set, goes to a pool of
+//! the thread (`watch_pool`) and serves the next operation polled there, so that steady state
+//! costs no `epoll_ctl` either.
 //!
-//! Teardown order: the `AsyncFd` is declared before the operation, so it is dropped first and
-//! takes the eventfd out of tokio's epoll set (`EPOLL_CTL_DEL`) before the operation's drop
-//! cancels and waits. The eventfd itself is closed or pooled only when its last reference goes,
-//! which is after that deregistration (the `AsyncFd` holds one): a pooled eventfd is never in
-//! tokio's set.
+//! Teardown order of an operation: the operation first (its drop cancels and waits), then its
+//! `Watch`, which is pooled only once nothing else refers to the eventfd, and otherwise dropped
+//! (`EPOLL_CTL_DEL`). A batch's `AsyncFd` is declared before the batch, so it leaves tokio's
+//! set before the batch's drop cancels and waits. Either way, the eventfd is closed or returned
+//! to the crate's own pool only when its last reference goes, after its deregistration: an
+//! eventfd in that pool is never in tokio's set.
 
 use std::{
     io,
@@ -26,36 +30,46 @@ use ::tokio::{
 use nix::errno::Errno;
 
 use super::{
-    batch_results, check_runtime, errno, polled_after_completion, retry_later, submit_batch, Phase,
-    Submitted,
+    batch_results, check_runtime, errno, polled_after_completion, retry_later, submit_batch,
+    watch_pool::{self, Watch},
+    Phase, Submitted,
 };
 use crate::{sys, LioCb, LioResult, Source, SourceApi};
 
 /// Registers an operation's eventfd with tokio's reactor, for reading.
-fn watch(fd: sys::NotifyFd) -> io::Result<AsyncFd<sys::NotifyFd>> {
+fn register(fd: sys::NotifyFd) -> io::Result<AsyncFd<sys::NotifyFd>> {
     // SAFETY: a `NotifyFd` owns (a reference to) its eventfd, which stays open, with the same
     // number, for as long as the `NotifyFd` exists; `as_raw_fd` always returns that number.
     unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.map_err(io::Error::from)
 }
 
+/// Registers an operation's eventfd with the current runtime's reactor, to be pooled after.
+fn watch(fd: sys::NotifyFd) -> io::Result<Watch> {
+    let runtime = check_runtime()?;
+    Ok(Watch::new(register(fd)?, runtime))
+}
+
 /// The state of an `AioFut` on Linux.
 pub(super) struct OpState<S> {
-    /// The eventfd, once registered with tokio. Declared first: dropped first.
-    watch: Option<AsyncFd<sys::NotifyFd>>,
-    /// The eventfd between `attach_notify_fd` and its registration with tokio.
+    /// A fresh eventfd between `attach_notify_fd` and its registration with tokio.
     notify: Option<sys::NotifyFd>,
     phase: Phase,
     /// Structurally pinned: never moved once the future is pinned.
     src: S,
+    /// The eventfd attached to the operation, registered with tokio: from this thread's pool,
+    /// or registered once the operation turned out to be still running after `submit`.
+    /// Declared after `src`: the operation goes first, so that the eventfd is found idle and
+    /// pooled for the next operation (see `watch_pool`).
+    watch: Option<Watch>,
 }
 
 impl<S> OpState<S> {
     pub(super) fn new(src: S) -> Self {
         OpState {
-            watch: None,
             notify: None,
             phase: Phase::Idle,
             src,
+            watch: None,
         }
     }
 
@@ -77,7 +91,7 @@ impl<T: sys::Operation> OpState<Source<T>> {
         }
         let budget = ready!(coop::poll_proceed(cx));
         // SAFETY: `src` is the only structurally pinned field, and it is only ever used through
-        // `src` below (pinned) or through `attach_notify_fd`, which does not move it. The other
+        // `src` below (pinned) or through `attach_notify_fd*`, which do not move it. The other
         // fields are never pinned.
         let this = unsafe { self.get_unchecked_mut() };
         // SAFETY: as above: `src` stays where it is until the future is dropped.
@@ -85,14 +99,24 @@ impl<T: sys::Operation> OpState<Source<T>> {
         let result = loop {
             match this.phase {
                 Phase::Idle => {
-                    if this.notify.is_none() {
-                        if let Err(e) = check_runtime() {
-                            break Err(e);
-                        }
-                        // SAFETY: attaching an eventfd does not move the operation.
-                        match unsafe { src.as_mut().get_unchecked_mut() }.attach_notify_fd() {
-                            Ok(fd) => this.notify = Some(fd),
+                    if this.notify.is_none() && this.watch.is_none() {
+                        let runtime = match check_runtime() {
+                            Ok(id) => id,
                             Err(e) => break Err(e),
+                        };
+                        // SAFETY: attaching an eventfd does not move the operation.
+                        let op = unsafe { src.as_mut().get_unchecked_mut() };
+                        if let Some(watch) = watch_pool::take(runtime) {
+                            // Fails only where eventfds are not reused: then `watch` is dropped.
+                            if op.attach_notify_fd_again(watch.notify_fd()).is_ok() {
+                                this.watch = Some(watch);
+                            }
+                        }
+                        if this.watch.is_none() {
+                            match op.attach_notify_fd() {
+                                Ok(fd) => this.notify = Some(fd),
+                                Err(e) => break Err(e),
+                            }
                         }
                     }
                     match src.as_mut().submit() {
@@ -101,28 +125,29 @@ impl<T: sys::Operation> OpState<Source<T>> {
                         Err(Errno::EAGAIN) => return retry_later(cx),
                         Err(e) => break Err(errno(e)),
                     }
-                    if src.as_mut().error() == Err(Errno::EINPROGRESS) {
-                        // Still running: watch the eventfd. If it was signalled meanwhile, the
-                        // registration reports it at once.
-                        let fd = this.notify.take().expect("attached above");
+                    if src.as_mut().error() != Err(Errno::EINPROGRESS) {
+                        // Completed during submission: the reactor is not involved.
+                        break src.as_mut().aio_return().map_err(errno);
+                    }
+                    // Still running: watch the eventfd. If it was signalled meanwhile, the
+                    // registration reports it at once.
+                    if let Some(fd) = this.notify.take() {
                         match watch(fd) {
                             Ok(watch) => this.watch = Some(watch),
                             Err(e) => break Err(e),
                         }
-                    } else {
-                        // Completed during submission.
-                        break src.as_mut().aio_return().map_err(errno);
                     }
                 }
                 Phase::Running => {
-                    let watch = this.watch.as_ref().expect("registered when submitted");
-                    let mut guard = match watch.poll_read_ready(cx) {
+                    let watch = this.watch.as_mut().expect("registered when submitted");
+                    let mut guard = match watch.wait_on().poll_read_ready(cx) {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(Ok(guard)) => guard,
                         Poll::Ready(Err(e)) => break Err(e),
                     };
                     if src.as_mut().error() == Err(Errno::EINPROGRESS) {
-                        // Spurious: clearing is safe, a later signal is a new event.
+                        // Spurious (or left from the eventfd's previous operation): clearing is
+                        // safe, a later signal is a new event.
                         guard.clear_ready();
                         continue;
                     }
@@ -194,7 +219,7 @@ impl<'a> LioState<'a> {
                     self.phase = Phase::Running;
                     if batch.in_progress() && self.watch.is_none() {
                         let fd = self.notify.take().expect("attached above");
-                        match watch(fd) {
+                        match register(fd) {
                             Ok(watch) => self.watch = Some(watch),
                             Err(e) => break Err(e),
                         }

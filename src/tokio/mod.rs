@@ -177,6 +177,8 @@ const DATA_SYNC: AioFsyncMode = AioFsyncMode::O_SYNC;
 #[cfg(not(target_os = "freebsd"))]
 mod linux;
 #[cfg(not(target_os = "freebsd"))]
+mod watch_pool;
+#[cfg(not(target_os = "freebsd"))]
 use linux as imp;
 
 /// A future that runs one file operation: a [`Source`] driven by tokio.
@@ -477,10 +479,11 @@ enum Phase {
     Done,
 }
 
-/// Fails unless called inside a tokio runtime (tokio's own constructors would panic).
-fn check_runtime() -> io::Result<()> {
+/// The current runtime's id; fails outside a tokio runtime (tokio's own constructors would
+/// panic).
+fn check_runtime() -> io::Result<::tokio::runtime::Id> {
     match ::tokio::runtime::Handle::try_current() {
-        Ok(_) => Ok(()),
+        Ok(handle) => Ok(handle.id()),
         Err(e) => Err(io::Error::other(format!(
             "mio_aio::tokio futures must be polled inside a tokio runtime: {e}"
         ))),

@@ -79,6 +79,19 @@ impl Registered {
 #[derive(Debug)]
 pub struct NotifyFd(Arc<OwnedFd>);
 
+/// The kqueue systems do not reuse an operation's kqueue: the tokio layer's pool of watched
+/// descriptors (Linux) finds none idle.
+#[cfg(feature = "tokio")]
+impl NotifyFd {
+    pub(crate) fn is_idle(&self) -> bool {
+        false
+    }
+
+    pub(crate) fn is_ours(&self) -> bool {
+        true
+    }
+}
+
 impl AsRawFd for NotifyFd {
     fn as_raw_fd(&self) -> RawFd {
         self.0.as_raw_fd()

@@ -134,6 +134,14 @@ impl Op<'_> {
         }
         self.registration.attach_private()
     }
+
+    #[cfg(feature = "tokio")]
+    fn attach_private_again(&mut self, fd: &NotifyFd) -> io::Result<()> {
+        if self.current.is_some() {
+            return Err(busy());
+        }
+        self.registration.attach_private_again(fd)
+    }
 }
 
 impl Drop for Op<'_> {
@@ -198,6 +206,10 @@ macro_rules! operation {
             #[cfg(feature = "tokio")]
             fn attach_notify_fd(&mut self) -> io::Result<NotifyFd> {
                 self.0.attach_private()
+            }
+            #[cfg(feature = "tokio")]
+            fn attach_notify_fd_again(&mut self, fd: &NotifyFd) -> io::Result<()> {
+                self.0.attach_private_again(fd)
             }
         }
     };

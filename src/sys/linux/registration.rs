@@ -183,6 +183,23 @@ impl Registered {
         Ok(NotifyFd(notifier))
     }
 
+    /// Gives the operation the private notifier behind `fd`, which its caller already watches
+    /// (an idle one, kept from an earlier operation: see [`NotifyFd::is_idle`]).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn attach_private_again(&mut self, fd: &NotifyFd) -> io::Result<()> {
+        if !fd.is_idle() {
+            return Err(busy());
+        }
+        self.deregister();
+        self.held = Some(Held {
+            notifier: fd.0.clone(),
+            epfd: -1,
+            used: Loudness::Quiet,
+        });
+        self.deferred_error = None;
+        Ok(())
+    }
+
     /// Whether the notifier is a private one (`attach_private`).
     pub(crate) fn is_private(&self) -> bool {
         self.held.as_ref().is_some_and(|h| h.epfd < 0)
@@ -195,6 +212,24 @@ impl Registered {
 /// after `submit`. Dropping it after the operation is harmless.
 #[derive(Debug)]
 pub struct NotifyFd(Arc<Notifier>);
+
+#[cfg(feature = "tokio")]
+impl NotifyFd {
+    /// Whether nothing but this `NotifyFd` refers to the eventfd, in the process that made it:
+    /// no operation holds it, and no signal can still be on its way (every signaller holds a
+    /// reference while one may be). An idle one may serve another operation.
+    pub(crate) fn is_idle(&self) -> bool {
+        let idle = Arc::strong_count(&self.0) == 1 && self.0.is_ours();
+        // Pairs with the release of the signallers' references: their marks are visible.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+        idle
+    }
+
+    /// Whether the eventfd was made by this process (not inherited across `fork`).
+    pub(crate) fn is_ours(&self) -> bool {
+        self.0.is_ours()
+    }
+}
 
 impl std::os::fd::AsRawFd for NotifyFd {
     fn as_raw_fd(&self) -> RawFd {
