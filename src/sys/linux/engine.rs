@@ -315,6 +315,13 @@ pub(crate) trait Engine: Debug + Send + Sync {
     /// each `Completion`.
     fn signalling(&self) -> Signalling;
 
+    /// Who signals the notifier of the single request `r`, for an engine that hands some files
+    /// to another mechanism (io_uring gives `O_DIRECT` files to kernel AIO, see
+    /// `uring/direct.rs`). Decided just before [`Engine::submit_one`] takes the same request.
+    fn signalling_for(&self, _r: &Request) -> Signalling {
+        self.signalling()
+    }
+
     /// The most requests of a batch the engine takes in one round and signals itself, with one
     /// notifier for the whole round ([`Engine::submit_signalled_batch`]); 0 if it cannot (the
     /// driver then counts completions in a `Group`).

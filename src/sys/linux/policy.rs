@@ -89,6 +89,13 @@ pub(crate) fn classify(fd: RawFd) -> FileClass {
     }
 }
 
+/// Whether `fd` was opened (or set with `F_SETFL`) `O_DIRECT`: one `fcntl(F_GETFL)`, which reads
+/// the open file's flags and never reaches the file system. False if it cannot tell.
+pub(crate) fn is_direct(fd: RawFd) -> bool {
+    // SAFETY: F_GETFL takes no pointer and only reads the descriptor's flags.
+    syscall!(fcntl(fd, libc::F_GETFL)).is_ok_and(|flags| flags & libc::O_DIRECT != 0)
+}
+
 /// Classifies the requests of one submission, looking at each descriptor once: within one
 /// call the requests name their files by number exactly as the kernel will see them.
 #[derive(Debug, Default)]
@@ -97,6 +104,13 @@ pub(crate) struct Classifier {
 }
 
 impl Classifier {
+    /// A classifier that already knows the class of `fd` (looked up by the same submission).
+    pub(crate) fn knowing(fd: RawFd, class: FileClass) -> Classifier {
+        Classifier {
+            last: Some((fd, class)),
+        }
+    }
+
     /// The class of the file behind `fd`.
     pub(crate) fn class(&mut self, fd: RawFd) -> FileClass {
         match self.last {

@@ -190,10 +190,9 @@ impl Kaio {
     /// Starts a prefix of `batch`: each request goes to the kernel (or, where the kernel refuses
     /// it, to the pool); `Nop`s finish at once. Stops when the context is full; fails with EAGAIN
     /// only when not even the first request could start.
-    fn start(&self, batch: &[Arc<KaioOp>]) -> Result<usize, Errno> {
+    fn start(&self, batch: &[Arc<KaioOp>], mut files: Classifier) -> Result<usize, Errno> {
         let mut accepted = 0;
         // Files whose server the kernel may wait for despite RWF_NOWAIT go to the pool.
-        let mut files = Classifier::default();
         while accepted < batch.len() {
             let rest = &batch[accepted..];
             if rest[0].request.kind == OpKind::Nop {
@@ -484,6 +483,23 @@ impl Kaio {
     }
 }
 
+impl Kaio {
+    /// Starts one request whose file `files` may already know (io_uring's hand-over of
+    /// `O_DIRECT` files, `uring/direct.rs`, classified it).
+    ///
+    /// # Safety
+    /// As for [`Engine::submit_one`].
+    pub(crate) unsafe fn submit_classified(
+        &self,
+        c: Completion,
+        files: Classifier,
+    ) -> Result<Started, Errno> {
+        let op = KaioOp::new(c);
+        self.start(std::slice::from_ref(&op), files)?;
+        Ok(op)
+    }
+}
+
 impl Engine for Kaio {
     fn backend(&self) -> Backend {
         Backend::KernelAio
@@ -494,14 +510,13 @@ impl Engine for Kaio {
     }
 
     unsafe fn submit_one(&self, c: Completion) -> Result<Started, Errno> {
-        let op = KaioOp::new(c);
-        self.start(std::slice::from_ref(&op))?;
-        Ok(op)
+        // SAFETY: this function's contract.
+        unsafe { self.submit_classified(c, Classifier::default()) }
     }
 
     unsafe fn submit(&self, batch: Vec<Completion>) -> Result<Vec<Started>, Errno> {
         let ops: Vec<Arc<KaioOp>> = batch.into_iter().map(KaioOp::new).collect();
-        let accepted = self.start(&ops)?;
+        let accepted = self.start(&ops, Classifier::default())?;
         Ok(ops
             .into_iter()
             .take(accepted)

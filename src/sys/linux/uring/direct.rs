@@ -1,0 +1,117 @@
+//! Single reads and writes of `O_DIRECT` files go to kernel AIO, not to io_uring.
+//!
+//! io_uring finishes a request with task work queued to the thread that submitted it, through
+//! `task_work_add(…, TWA_SIGNAL)` (`TWA_SIGNAL_NO_IPI` with `IORING_SETUP_COOP_TASKRUN`, which
+//! only spares a running thread the interrupt: both set `TIF_NOTIFY_SIGNAL` and wake a thread
+//! that sleeps interruptibly). A mio loop sleeps in `epoll_wait`, which then finds a "signal"
+//! pending and no event ready (the linked eventfd write that would make one ready is that very
+//! task work, run on the way back to user space), and returns `EINTR`; mio passes it on from
+//! `Poll::poll`. A read served from the page cache completes inside `submit` (`nowait`, or
+//! inline in `io_uring_enter`), so this hits requests that end in the device's interrupt:
+//! `O_DIRECT`, about once per wake-up of the loop (31 per 1,000 reads at 32 in flight here).
+//!
+//! Kernel AIO signals the eventfd in `aio_resfd` from that interrupt (`aio_complete`), with no
+//! task work, so nothing interrupts the wait. The other ways out, read in the kernel source
+//! (Linux 6.18) and measured, cost more: `IORING_SETUP_DEFER_TASKRUN` keeps the task work off
+//! the thread, but runs it (and the linked write) only inside `io_uring_enter(GETEVENTS)` of
+//! the ring's single submitter, so an epoll loop would never see the event (its registered
+//! ring eventfd is signalled from the interrupt, but that is one fd for the ring, not one per
+//! operation); `IORING_SETUP_SQPOLL` sends the task work to the kernel's polling thread but
+//! keeps a CPU busy (twice the CPU per operation measured). The registered-eventfd variants
+//! (`IORING_REGISTER_EVENTFD[_ASYNC]`) are signalled from the same task work.
+//!
+//! So, when io_uring is the engine (without SQPOLL, which has no such interruption, and without
+//! `Config::uring_async`, which asks for io_uring's workers), a single read or write of a local
+//! file or block device opened `O_DIRECT` goes to a kernel AIO engine made on first use (never,
+//! where the system refuses kernel AIO: io_uring keeps them). Its requests are signalled as
+//! that engine's always are (`Signalling::Reaper`: the kernel wakes the driver's reaper thread,
+//! which records results and signals each operation's notifier), so no eventfd an operation
+//! gives back can receive a late write from the kernel. Files on FUSE or a network file
+//! system keep io_uring's worker path (`policy`); batches keep their ring, signalled once.
+//!
+//! Finding the flag takes one `fcntl(F_GETFL)` per submission that is not served from the page
+//! cache at once: a descriptor number can name another file by the next submission, so the
+//! answer is not remembered beyond the submission that asked.
+
+use std::{cell::Cell, os::fd::RawFd, sync::OnceLock};
+
+use super::super::{
+    config::Config,
+    engine::{OpKind, Request},
+    kaio::Kaio,
+    policy::{self, Classifier, FileClass},
+};
+
+thread_local! {
+    /// What [`Direct::decide`] said about the request this thread is submitting: its
+    /// descriptor, and the classifier that knows its file (for kernel AIO) or `None`.
+    static DECIDED: Cell<Option<(RawFd, Option<FileClass>)>> = const { Cell::new(None) };
+}
+
+/// The kernel AIO engine that takes io_uring's `O_DIRECT` requests, made on first use.
+#[derive(Debug)]
+pub(super) struct Direct {
+    config: Config,
+    /// Whether any request may go there (not with SQPOLL or `uring_async`).
+    enabled: bool,
+    kaio: OnceLock<Option<Kaio>>,
+}
+
+impl Direct {
+    pub(super) fn new(config: &Config, enabled: bool) -> Direct {
+        Direct {
+            config: config.clone(),
+            enabled,
+            kaio: OnceLock::new(),
+        }
+    }
+
+    /// The engine, made now if no request has needed it yet; `None` where the system refuses
+    /// kernel AIO.
+    fn engine(&self) -> Option<&Kaio> {
+        self.kaio
+            .get_or_init(|| Kaio::new(&self.config).ok())
+            .as_ref()
+    }
+
+    /// The engine, if a request has gone there (so it may have requests to reap).
+    pub(super) fn existing(&self) -> Option<&Kaio> {
+        self.kaio.get().and_then(Option::as_ref)
+    }
+
+    /// Whether the single request `r` goes to kernel AIO. [`Direct::take`] on the same thread
+    /// follows this answer for the same request.
+    pub(super) fn decide(&self, r: &Request) -> bool {
+        let class = self.wanted(r).filter(|_| self.engine().is_some());
+        let _ = DECIDED.try_with(|d| d.set(Some((r.fd, class))));
+        class.is_some()
+    }
+
+    /// The engine and the file's classifier if `decide` sent `r` to kernel AIO. A request that
+    /// `decide` did not see stays with io_uring, which completes either kind of signalling.
+    pub(super) fn take(&self, r: &Request) -> Option<(&Kaio, Classifier)> {
+        match DECIDED.try_with(Cell::take).ok().flatten() {
+            Some((fd, Some(class))) if fd == r.fd => {
+                Some((self.existing()?, Classifier::knowing(fd, class)))
+            }
+            _ => None,
+        }
+    }
+
+    /// The class of `r`'s file if it is a read or write of a local `O_DIRECT` file.
+    fn wanted(&self, r: &Request) -> Option<FileClass> {
+        if !self.enabled
+            || !matches!(
+                r.kind,
+                OpKind::Read | OpKind::Write | OpKind::Readv | OpKind::Writev
+            )
+            || !policy::is_direct(r.fd)
+        {
+            return None;
+        }
+        match policy::classify(r.fd) {
+            class @ (FileClass::Local | FileClass::BlockDevice) => Some(class),
+            _ => None,
+        }
+    }
+}
