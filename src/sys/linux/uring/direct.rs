@@ -29,9 +29,14 @@
 //! gives back can receive a late write from the kernel. Files on FUSE or a network file
 //! system keep io_uring's worker path (`policy`); batches keep their ring, signalled once.
 //!
-//! Finding the flag takes one `fcntl(F_GETFL)` per submission that is not served from the page
-//! cache at once: a descriptor number can name another file by the next submission, so the
-//! answer is not remembered beyond the submission that asked.
+//! Finding the flag takes one `fcntl(F_GETFL)`, the first time this thread submits to an
+//! inode through a descriptor number; after that the flag is remembered by the descriptor and
+//! the inode (device and inode numbers from the `statx` that `policy` does for every
+//! submission anyway). A remembered flag can be stale (`F_SETFL` changed it, or the number was
+//! closed and opened again on the same inode with other flags): the request then goes to the
+//! other engine, which runs it correctly too, only with (or without) the interrupted waits. The
+//! file's class is never remembered this way (a FUSE file taken for a local one would block the
+//! submitter).
 
 use std::{cell::Cell, os::fd::RawFd, sync::OnceLock};
 
@@ -39,13 +44,29 @@ use super::super::{
     config::Config,
     engine::{OpKind, Request},
     kaio::Kaio,
-    policy::{self, Classifier, FileClass},
+    policy::{self, Classifier, FileClass, FileId},
 };
+
+/// Descriptors whose `O_DIRECT` flag each thread remembers.
+const REMEMBERED: usize = 8;
+
+type Remembered = [Option<(RawFd, FileId, bool)>; REMEMBERED];
 
 thread_local! {
     /// What [`Direct::decide`] said about the request this thread is submitting: its
-    /// descriptor, and the classifier that knows its file (for kernel AIO) or `None`.
-    static DECIDED: Cell<Option<(RawFd, Option<FileClass>)>> = const { Cell::new(None) };
+    /// descriptor, its file's class if it was looked up, and whether it goes to kernel AIO.
+    static DECIDED: Cell<Option<(RawFd, Option<FileClass>, bool)>> = const { Cell::new(None) };
+    /// The `O_DIRECT` flag of the last descriptors this thread submitted to, with their inode,
+    /// and the slot to replace next.
+    static FLAGS: Cell<(Remembered, usize)> = const { Cell::new(([None; REMEMBERED], 0)) };
+}
+
+/// Where a single request goes.
+pub(super) enum Route<'a> {
+    /// To kernel AIO, with a classifier that knows the file.
+    Kaio(&'a Kaio, Classifier),
+    /// To io_uring, with a classifier that knows the file if it was looked up.
+    Uring(Classifier),
 }
 
 /// The kernel AIO engine that takes io_uring's `O_DIRECT` requests, made on first use.
@@ -82,36 +103,60 @@ impl Direct {
     /// Whether the single request `r` goes to kernel AIO. [`Direct::take`] on the same thread
     /// follows this answer for the same request.
     pub(super) fn decide(&self, r: &Request) -> bool {
-        let class = self.wanted(r).filter(|_| self.engine().is_some());
-        let _ = DECIDED.try_with(|d| d.set(Some((r.fd, class))));
-        class.is_some()
+        let (class, direct) = self.look(r);
+        let to_kaio = direct && self.engine().is_some();
+        let _ = DECIDED.try_with(|d| d.set(Some((r.fd, class, to_kaio))));
+        to_kaio
     }
 
-    /// The engine and the file's classifier if `decide` sent `r` to kernel AIO. A request that
-    /// `decide` did not see stays with io_uring, which completes either kind of signalling.
-    pub(super) fn take(&self, r: &Request) -> Option<(&Kaio, Classifier)> {
+    /// Where `r` goes, as `decide` said for it. A request that `decide` did not see stays with
+    /// io_uring, which completes either kind of signalling.
+    pub(super) fn take(&self, r: &Request) -> Route<'_> {
         match DECIDED.try_with(Cell::take).ok().flatten() {
-            Some((fd, Some(class))) if fd == r.fd => {
-                Some((self.existing()?, Classifier::knowing(fd, class)))
+            Some((fd, Some(class), to_kaio)) if fd == r.fd => {
+                let files = Classifier::knowing(fd, class);
+                match self.existing() {
+                    Some(kaio) if to_kaio => Route::Kaio(kaio, files),
+                    _ => Route::Uring(files),
+                }
             }
-            _ => None,
+            _ => Route::Uring(Classifier::default()),
         }
     }
 
-    /// The class of `r`'s file if it is a read or write of a local `O_DIRECT` file.
-    fn wanted(&self, r: &Request) -> Option<FileClass> {
-        if !self.enabled
-            || !matches!(
-                r.kind,
-                OpKind::Read | OpKind::Write | OpKind::Readv | OpKind::Writev
-            )
-            || !policy::is_direct(r.fd)
-        {
-            return None;
+    /// The class of `r`'s file, if looked up, and whether `r` is a read or write of a local
+    /// file or block device opened `O_DIRECT`.
+    fn look(&self, r: &Request) -> (Option<FileClass>, bool) {
+        let rw = matches!(
+            r.kind,
+            OpKind::Read | OpKind::Write | OpKind::Readv | OpKind::Writev
+        );
+        if !self.enabled || !rw {
+            return (None, false);
         }
-        match policy::classify(r.fd) {
-            class @ (FileClass::Local | FileClass::BlockDevice) => Some(class),
-            _ => None,
-        }
+        let (class, id) = policy::classify_file(r.fd);
+        let direct = matches!(class, FileClass::Local | FileClass::BlockDevice)
+            && id.is_some_and(|id| is_direct(r.fd, id));
+        (Some(class), direct)
     }
+}
+
+/// Whether `fd`, which names inode `id`, is `O_DIRECT`: remembered, else asked and remembered.
+fn is_direct(fd: RawFd, id: FileId) -> bool {
+    FLAGS
+        .try_with(|flags| {
+            let (mut known, next) = flags.get();
+            let found = known
+                .iter()
+                .flatten()
+                .find(|(f, i, _)| *f == fd && *i == id);
+            if let Some(&(_, _, direct)) = found {
+                return direct;
+            }
+            let direct = policy::is_direct(fd);
+            known[next] = Some((fd, id, direct));
+            flags.set((known, (next + 1) % REMEMBERED));
+            direct
+        })
+        .unwrap_or_else(|_| policy::is_direct(fd))
 }

@@ -34,7 +34,7 @@ use io_uring::{opcode, Probe};
 use nix::{errno::Errno, sys::aio::AioCancelStat};
 
 use self::{
-    direct::Direct,
+    direct::{Direct, Route},
     ring::{Ring, UringOp},
 };
 use super::{
@@ -42,6 +42,7 @@ use super::{
     engine::{Answer, Completion, Engine, InFlight, Request, Signalling, Started},
     kaio::KaioOp,
     notify::Notifier,
+    policy::Classifier,
 };
 
 /// Submission queue entries: small, because every submission is pushed to the kernel at once.
@@ -251,12 +252,13 @@ impl Engine for Uring {
     }
 
     unsafe fn submit_one(&self, c: Completion) -> Result<Started, Errno> {
-        if let Some((kaio, files)) = self.direct.take(&c.request) {
+        let files = match self.direct.take(&c.request) {
             // SAFETY: this function's contract.
-            return unsafe { kaio.submit_classified(c, files) };
-        }
+            Route::Kaio(kaio, files) => return unsafe { kaio.submit_classified(c, files) },
+            Route::Uring(files) => files,
+        };
         let op = UringOp::new(c, &self.ring_for_this_thread());
-        op.ring.submit(std::slice::from_ref(&op), None)?;
+        op.ring.submit(std::slice::from_ref(&op), None, files)?;
         thread_exit::track(std::slice::from_ref(&op), false);
         Ok(op)
     }
@@ -264,7 +266,7 @@ impl Engine for Uring {
     unsafe fn submit(&self, batch: Vec<Completion>) -> Result<Vec<Started>, Errno> {
         let ring = self.ring_for_this_thread();
         let ops: Vec<Arc<UringOp>> = batch.into_iter().map(|c| UringOp::new(c, &ring)).collect();
-        let accepted = ring.submit(&ops, None)?;
+        let accepted = ring.submit(&ops, None, Classifier::default())?;
         thread_exit::track(&ops[..accepted], false);
         Ok(ops
             .into_iter()
@@ -286,7 +288,7 @@ impl Engine for Uring {
         let ops: Vec<Arc<UringOp>> = batch.into_iter().map(|c| UringOp::new(c, &ring)).collect();
         // A batch ring has room for the whole batch, so all of it is queued (only a failing
         // io_uring_enter could stop it half way, and what is queued runs).
-        let accepted = ring.submit(&ops, notifier)?;
+        let accepted = ring.submit(&ops, notifier, Classifier::default())?;
         thread_exit::track(&ops[..accepted], true);
         Ok(ops.into_iter().map(|op| op as Started).collect())
     }
