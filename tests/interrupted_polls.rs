@@ -209,3 +209,140 @@ fn o_direct_writes_do_not_interrupt_poll() {
     }
     assert_rarely_interrupted("O_DIRECT writes", interrupted);
 }
+
+/// Switches `O_DIRECT` on or off for `f`'s open file.
+fn set_direct(f: &File, direct: bool) {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = if direct {
+        OFlag::O_DIRECT
+    } else {
+        OFlag::empty()
+    };
+    fcntl(f, FcntlArg::F_SETFL(flags)).unwrap();
+}
+
+/// A descriptor whose `O_DIRECT` flag is switched off and on between reads still reads the
+/// file right: io_uring's backend remembers the flag per descriptor and inode, so a read may go
+/// to either of its engines after a switch, and both must be right.
+#[test]
+fn o_direct_flag_switched_between_reads() {
+    let Some((_tmp, f)) = direct_file() else {
+        return;
+    };
+    let mut poll = Poll::new().unwrap();
+    let mut storage = Vec::new();
+    let buf = aligned(&mut storage, BLOCK);
+    for round in 0..8 {
+        set_direct(&f, round % 2 == 1);
+        buf.fill(0);
+        let off = offset(round, 0);
+        let mut op = support::start(&poll, ReadAt::read_at(f.as_fd(), off, buf, 0), Token(0));
+        support::wait_for(&mut poll, Token(0));
+        while op.as_mut().error() == Err(mio_aio::Errno::EINPROGRESS) {
+            support::wait_for(&mut poll, Token(0));
+        }
+        assert_eq!(op.as_mut().aio_return(), Ok(BLOCK));
+        drop(op);
+        assert!(*buf == pattern(off, BLOCK)[..], "round {round}: wrong data");
+    }
+}
+
+/// `O_DIRECT` reads cancelled or dropped while in flight: cancel gives a truthful answer,
+/// a drop waits for the read, and the loop goes on with the next ones.
+#[test]
+fn o_direct_reads_cancelled_and_dropped_in_flight() {
+    let Some((_tmp, f)) = direct_file() else {
+        return;
+    };
+    let mut poll = Poll::new().unwrap();
+    let mut storage = Vec::new();
+    let buf = aligned(&mut storage, DEPTH * BLOCK);
+    for round in 0..4 {
+        let mut ops: Vec<_> = buf
+            .chunks_mut(BLOCK)
+            .enumerate()
+            .map(|(i, chunk)| {
+                support::start(
+                    &poll,
+                    ReadAt::read_at(f.as_fd(), offset(round, i), chunk, 0),
+                    Token(i),
+                )
+            })
+            .collect();
+        for op in ops.iter_mut().step_by(2) {
+            let answer = op.as_mut().cancel().unwrap();
+            let result = op.as_mut().error();
+            match answer {
+                mio_aio::AioCancelStat::AioCanceled => {
+                    assert_eq!(result, Err(mio_aio::Errno::ECANCELED))
+                }
+                mio_aio::AioCancelStat::AioAllDone => assert_eq!(result, Ok(())),
+                mio_aio::AioCancelStat::AioNotCanceled => {}
+            }
+        }
+        // Every read is dropped in flight or just done; each drop waits for its read.
+        drop(ops);
+    }
+    let mut one = Vec::new();
+    let block = aligned(&mut one, BLOCK);
+    let mut op = support::start(&poll, ReadAt::read_at(f.as_fd(), 0, block, 0), Token(0));
+    support::wait_for(&mut poll, Token(0));
+    while op.as_mut().error() == Err(mio_aio::Errno::EINPROGRESS) {
+        support::wait_for(&mut poll, Token(0));
+    }
+    assert_eq!(op.as_mut().aio_return(), Ok(BLOCK));
+    drop(op);
+    assert!(
+        *block == pattern(0, BLOCK)[..],
+        "wrong data after the drops"
+    );
+}
+
+/// Batches (`LioCb`) of `O_DIRECT` reads: one event per batch, and no interrupted poll.
+#[test]
+fn o_direct_batches_do_not_interrupt_poll() {
+    use mio_aio::{LioCbBuilder, LioOpcode};
+    let Some((_tmp, f)) = direct_file() else {
+        return;
+    };
+    let mut poll = Poll::new().unwrap();
+    let mut events = Events::with_capacity(16);
+    let mut storage = Vec::new();
+    let buf = aligned(&mut storage, DEPTH * BLOCK);
+    let mut interrupted = 0;
+    for round in 0..ROUNDS {
+        buf.fill(0);
+        let mut builder = LioCbBuilder::with_capacity(DEPTH);
+        for (i, chunk) in buf.chunks_mut(BLOCK).enumerate() {
+            builder = builder.emplace_mut_slice(
+                f.as_fd(),
+                offset(round, i),
+                chunk,
+                0,
+                LioOpcode::LIO_READ,
+            );
+        }
+        let mut liocb = builder.finish();
+        poll.registry()
+            .register(&mut liocb, Token(0), mio_aio::LIO)
+            .unwrap();
+        liocb.submit().unwrap();
+        let start = Instant::now();
+        while liocb.in_progress() {
+            assert!(start.elapsed() < Duration::from_secs(20), "no completion");
+            match poll.poll(&mut events, Some(Duration::from_secs(1))) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => interrupted += 1,
+                r => r.unwrap(),
+            }
+        }
+        let results: Vec<_> = liocb.into_results(|it| it.map(|r| r.result).collect());
+        assert!(results.iter().all(|r| *r == Ok(BLOCK as isize)), "{results:?}");
+        for (i, chunk) in buf.chunks(BLOCK).enumerate() {
+            assert!(
+                chunk == &pattern(offset(round, i), BLOCK)[..],
+                "round {round}, read {i}: wrong data"
+            );
+        }
+    }
+    assert_rarely_interrupted("O_DIRECT reads in batches", interrupted);
+}

@@ -293,7 +293,7 @@ impl Driver {
             return Err(Errno::EAGAIN);
         }
         let in_flight = &self.origin.in_flight;
-        let capacity = self.engine().batch_capacity();
+        let capacity = self.engine().batch_capacity_for(&requests[..count]);
         if capacity > 0 {
             // What does not fit is left for another round (`EINCOMPLETE`).
             count = count.min(capacity);

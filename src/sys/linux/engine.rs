@@ -329,6 +329,13 @@ pub(crate) trait Engine: Debug + Send + Sync {
         0
     }
 
+    /// [`Engine::batch_capacity`] for a batch of these requests: an engine that hands some
+    /// files to another mechanism takes a batch of them as separate completions (0), which
+    /// [`Engine::submit`] on the same thread then receives.
+    fn batch_capacity_for(&self, _requests: &[Request]) -> usize {
+        self.batch_capacity()
+    }
+
     /// Starts one request.
     ///
     /// # Safety

@@ -17,7 +17,7 @@
 //! the ring's single submitter, so an epoll loop would never see the event (its registered
 //! ring eventfd is signalled from the interrupt, but that is one fd for the ring, not one per
 //! operation); `IORING_SETUP_SQPOLL` sends the task work to the kernel's polling thread but
-//! keeps a CPU busy (twice the CPU per operation measured). The registered-eventfd variants
+//! keeps a CPU busy (more than twice the CPU per operation measured). The registered-eventfd variants
 //! (`IORING_REGISTER_EVENTFD[_ASYNC]`) are signalled from the same task work.
 //!
 //! So, when io_uring is the engine (without SQPOLL, which has no such interruption, and without
@@ -27,7 +27,9 @@
 //! that engine's always are (`Signalling::Reaper`: the kernel wakes the driver's reaper thread,
 //! which records results and signals each operation's notifier), so no eventfd an operation
 //! gives back can receive a late write from the kernel. Files on FUSE or a network file
-//! system keep io_uring's worker path (`policy`); batches keep their ring, signalled once.
+//! system keep io_uring's worker path (`policy`). A batch all of whose requests are such reads
+//! and writes goes to kernel AIO too, as separate completions that the batch's `Group` counts
+//! (the reaper thread signals the batch once); any other batch keeps its own ring.
 //!
 //! Finding the flag takes one `fcntl(F_GETFL)`, the first time this thread submits to an
 //! inode through a descriptor number; after that the flag is remembered by the descriptor and
@@ -42,7 +44,7 @@ use std::{cell::Cell, os::fd::RawFd, sync::OnceLock};
 
 use super::super::{
     config::Config,
-    engine::{OpKind, Request},
+    engine::{Completion, OpKind, Request},
     kaio::Kaio,
     policy::{self, Classifier, FileClass, FileId},
 };
@@ -56,6 +58,9 @@ thread_local! {
     /// What [`Direct::decide`] said about the request this thread is submitting: its
     /// descriptor, its file's class if it was looked up, and whether it goes to kernel AIO.
     static DECIDED: Cell<Option<(RawFd, Option<FileClass>, bool)>> = const { Cell::new(None) };
+    /// What [`Direct::decide_batch`] said about the batch this thread is submitting: its first
+    /// descriptor and its length, if it goes to kernel AIO.
+    static DECIDED_BATCH: Cell<Option<(RawFd, usize)>> = const { Cell::new(None) };
     /// The `O_DIRECT` flag of the last descriptors this thread submitted to, with their inode,
     /// and the slot to replace next.
     static FLAGS: Cell<(Remembered, usize)> = const { Cell::new(([None; REMEMBERED], 0)) };
@@ -121,6 +126,38 @@ impl Direct {
                 }
             }
             _ => Route::Uring(Classifier::default()),
+        }
+    }
+
+    /// Whether every request of a batch is a read or write of a local `O_DIRECT` file, so that
+    /// the batch goes to kernel AIO. [`Direct::take_batch`] on the same thread follows this
+    /// answer. A batch whose requests `decide_batch` did not see (a stale answer) may go to
+    /// either engine: both complete a batch's requests the same way (the reaper thread,
+    /// then the batch's `Group`).
+    pub(super) fn decide_batch(&self, requests: &[Request]) -> bool {
+        let mut last: Option<(RawFd, bool)> = None;
+        let all = !requests.is_empty()
+            && requests.iter().all(|r| match last {
+                Some((fd, direct)) if fd == r.fd => direct,
+                _ => {
+                    let direct = self.look(r).1;
+                    last = Some((r.fd, direct));
+                    direct
+                }
+            });
+        let to_kaio = all && self.engine().is_some();
+        let decided = to_kaio.then(|| (requests[0].fd, requests.len()));
+        let _ = DECIDED_BATCH.try_with(|d| d.set(decided));
+        to_kaio
+    }
+
+    /// The engine for a batch that `decide_batch` sent to kernel AIO.
+    pub(super) fn take_batch(&self, batch: &[Completion]) -> Option<&Kaio> {
+        match DECIDED_BATCH.try_with(Cell::take).ok().flatten() {
+            Some((fd, len)) if batch.first().map(|c| c.request.fd) == Some(fd) => {
+                (batch.len() <= len).then(|| self.existing()).flatten()
+            }
+            _ => None,
         }
     }
 

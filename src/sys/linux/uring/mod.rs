@@ -251,6 +251,15 @@ impl Engine for Uring {
         MAX_BATCH_RING
     }
 
+    /// A batch of `O_DIRECT` reads and writes goes to kernel AIO, as separate completions.
+    fn batch_capacity_for(&self, requests: &[Request]) -> usize {
+        if self.direct.decide_batch(requests) {
+            0
+        } else {
+            MAX_BATCH_RING
+        }
+    }
+
     unsafe fn submit_one(&self, c: Completion) -> Result<Started, Errno> {
         let files = match self.direct.take(&c.request) {
             // SAFETY: this function's contract.
@@ -264,6 +273,10 @@ impl Engine for Uring {
     }
 
     unsafe fn submit(&self, batch: Vec<Completion>) -> Result<Vec<Started>, Errno> {
+        if let Some(kaio) = self.direct.take_batch(&batch) {
+            // SAFETY: this function's contract.
+            return unsafe { kaio.submit(batch) };
+        }
         let ring = self.ring_for_this_thread();
         let ops: Vec<Arc<UringOp>> = batch.into_iter().map(|c| UringOp::new(c, &ring)).collect();
         let accepted = ring.submit(&ops, None, Classifier::default())?;
