@@ -336,7 +336,10 @@ fn o_direct_batches_do_not_interrupt_poll() {
             }
         }
         let results: Vec<_> = liocb.into_results(|it| it.map(|r| r.result).collect());
-        assert!(results.iter().all(|r| *r == Ok(BLOCK as isize)), "{results:?}");
+        assert!(
+            results.iter().all(|r| *r == Ok(BLOCK as isize)),
+            "{results:?}"
+        );
         for (i, chunk) in buf.chunks(BLOCK).enumerate() {
             assert!(
                 chunk == &pattern(offset(round, i), BLOCK)[..],

@@ -17,8 +17,9 @@
 //! the ring's single submitter, so an epoll loop would never see the event (its registered
 //! ring eventfd is signalled from the interrupt, but that is one fd for the ring, not one per
 //! operation); `IORING_SETUP_SQPOLL` sends the task work to the kernel's polling thread but
-//! keeps a CPU busy (more than twice the CPU per operation measured). The registered-eventfd variants
-//! (`IORING_REGISTER_EVENTFD[_ASYNC]`) are signalled from the same task work.
+//! keeps a CPU busy (more than twice the CPU per operation, measured). Without
+//! `DEFER_TASKRUN`, the registered-eventfd variants (`IORING_REGISTER_EVENTFD[_ASYNC]`) are
+//! signalled from the same task work.
 //!
 //! So, when io_uring is the engine (without SQPOLL, which has no such interruption, and without
 //! `Config::uring_async`, which asks for io_uring's workers), a single read or write of a local
