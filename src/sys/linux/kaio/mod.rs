@@ -485,7 +485,9 @@ impl Kaio {
 
 impl Kaio {
     /// Starts one request whose file `files` may already know (io_uring's hand-over of
-    /// `O_DIRECT` files, `uring/direct.rs`, classified it).
+    /// `O_DIRECT` files, `uring/direct.rs`, classified it). If it could not start, gives the
+    /// completion back with the error where nothing else holds it (always, for EAGAIN: the
+    /// context is full), so that the caller can run it elsewhere.
     ///
     /// # Safety
     /// As for [`Engine::submit_one`].
@@ -493,10 +495,12 @@ impl Kaio {
         &self,
         c: Completion,
         files: Classifier,
-    ) -> Result<Started, Errno> {
+    ) -> Result<Started, (Errno, Option<Completion>)> {
         let op = KaioOp::new(c);
-        self.start(std::slice::from_ref(&op), files)?;
-        Ok(op)
+        match self.start(std::slice::from_ref(&op), files) {
+            Ok(_) => Ok(op),
+            Err(e) => Err((e, Arc::try_unwrap(op).ok().map(|op| op.completion))),
+        }
     }
 }
 
@@ -511,7 +515,7 @@ impl Engine for Kaio {
 
     unsafe fn submit_one(&self, c: Completion) -> Result<Started, Errno> {
         // SAFETY: this function's contract.
-        unsafe { self.submit_classified(c, Classifier::default()) }
+        unsafe { self.submit_classified(c, Classifier::default()) }.map_err(|(e, _)| e)
     }
 
     unsafe fn submit(&self, batch: Vec<Completion>) -> Result<Vec<Started>, Errno> {

@@ -261,10 +261,16 @@ impl Engine for Uring {
     }
 
     unsafe fn submit_one(&self, c: Completion) -> Result<Started, Errno> {
-        let files = match self.direct.take(&c.request) {
+        let (c, files) = match self.direct.take(&c.request) {
             // SAFETY: this function's contract.
-            Route::Kaio(kaio, files) => return unsafe { kaio.submit_classified(c, files) },
-            Route::Uring(files) => files,
+            Route::Kaio(kaio, files) => match unsafe { kaio.submit_classified(c, files) } {
+                Ok(op) => return Ok(op),
+                // Kernel AIO's context is full (it holds fewer requests than io_uring may
+                // have in flight): io_uring runs this one, as it runs either signalling.
+                Err((Errno::EAGAIN, Some(c))) => (c, Classifier::default()),
+                Err((e, _)) => return Err(e),
+            },
+            Route::Uring(files) => (c, files),
         };
         let op = UringOp::new(c, &self.ring_for_this_thread());
         op.ring.submit(std::slice::from_ref(&op), None, files)?;
