@@ -263,7 +263,7 @@ impl Engine for Uring {
     unsafe fn submit_one(&self, c: Completion) -> Result<Started, Errno> {
         let (c, files) = match self.direct.take(&c.request) {
             // SAFETY: this function's contract.
-            Route::Kaio(kaio, files) => match unsafe { kaio.submit_classified(c, files) } {
+            Route::Kaio(kaio, files) => match unsafe { kaio.submit_classified(c, files, false) } {
                 Ok(op) => return Ok(op),
                 // Kernel AIO's context is full (it holds fewer requests than io_uring may
                 // have in flight): io_uring runs this one, as it runs either signalling.
