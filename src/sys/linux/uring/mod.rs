@@ -13,8 +13,9 @@
 //! CQE is posted, and the write wakes epoll once. The batch costs one `io_uring_enter`, with no
 //! thread of ours (nor of io_uring's, as `IOSQE_IO_DRAIN` would) woken.
 //!
-//! Single reads and writes of `O_DIRECT` files go to kernel AIO instead (`direct.rs`), whose
-//! completions do not interrupt the submitting thread's `epoll_wait`.
+//! Reads and writes of local `O_DIRECT` files (single ones, and batches made only of them) go
+//! to kernel AIO instead (`direct.rs`), whose completions do not interrupt the submitting
+//! thread's `epoll_wait`.
 
 mod direct;
 mod ring;
@@ -65,7 +66,7 @@ pub(crate) struct Uring {
     batch_rings: Mutex<Vec<Arc<Ring>>>,
     /// `Config::uring_async`: every request to io_uring's workers.
     all_async: bool,
-    /// Kernel AIO, for single requests on `O_DIRECT` files.
+    /// Kernel AIO, for reads and writes of `O_DIRECT` files (see `direct`).
     direct: Direct,
 }
 
