@@ -417,7 +417,11 @@
 //! With io_uring, the kernel may finish an operation by running a small piece of work on the
 //! thread that submitted it. If that thread is blocked in `Poll::poll`, the wait returns
 //! [`std::io::ErrorKind::Interrupted`], which mio passes to the caller. Handle it as mio's own
-//! examples do: ignore it and poll again. Kernel AIO and the thread pool never cause it.
+//! examples do: ignore it and poll again. Kernel AIO and the thread pool never cause it, so
+//! the io_uring backend gives reads and writes of local files opened `O_DIRECT` (which would
+//! cause it about once per wait) to kernel AIO where the system allows it; requests that
+//! io_uring finishes later (buffered writes it hands to its workers, uncached reads, streams)
+//! still can.
 //!
 //! # Threads that exit (Linux, io_uring)
 //! io_uring ties each request to the thread that submitted it: the kernel finishes parts of

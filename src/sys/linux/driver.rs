@@ -201,16 +201,17 @@ impl Driver {
             .saturating_sub(self.origin.in_flight.load(Ordering::Relaxed))
     }
 
-    /// The notifiers a completion carries: the one the kernel signals, and the one signalled
-    /// from user space when the result is recorded. A batch's completions signal no notifier
-    /// of the batch's own: their `Group` does, once.
+    /// The notifiers a completion carries, given who signals it: the one the kernel signals,
+    /// and the one signalled from user space when the result is recorded. A batch's
+    /// completions signal no notifier of the batch's own: their `Group` does, once.
     fn signals(
         &'static self,
+        signalling: Signalling,
         notifier: Option<&Arc<Notifier>>,
         batch: bool,
     ) -> Result<Signals, Errno> {
         let reaper = || self.reaper().map_err(io_errno);
-        Ok(match (self.engine().signalling(), batch) {
+        Ok(match (signalling, batch) {
             (Signalling::Kernel, false) => (notifier.cloned(), None),
             (Signalling::Kernel, true) | (Signalling::Reaper, true) => (Some(reaper()?), None),
             (Signalling::Reaper, false) => (Some(reaper()?), notifier.cloned()),
@@ -257,7 +258,8 @@ impl Driver {
         if self.room() == 0 {
             return Err(Errno::EAGAIN);
         }
-        let (kernel_signal, user_signal) = self.signals(notifier, false)?;
+        let signalling = self.engine().signalling_for(&request);
+        let (kernel_signal, user_signal) = self.signals(signalling, notifier, false)?;
         let c = Completion::new(request, kernel_signal, user_signal, None, &self.origin);
         self.origin.in_flight.fetch_add(1, Ordering::Relaxed);
         // SAFETY: this function's contract.
@@ -282,7 +284,7 @@ impl Driver {
             return Err(Errno::EAGAIN);
         }
         let in_flight = &self.origin.in_flight;
-        let capacity = self.engine().batch_capacity();
+        let capacity = self.engine().batch_capacity_for(&requests[..count]);
         if capacity > 0 {
             // What does not fit is left for another round (`EINCOMPLETE`).
             count = count.min(capacity);
@@ -313,7 +315,7 @@ impl Driver {
             }
         }
         let group = Group::new(requests.len(), notifier.cloned());
-        let (kernel_signal, _) = self.signals(None, true)?;
+        let (kernel_signal, _) = self.signals(self.engine().signalling(), None, true)?;
         let batch = requests[..count]
             .iter()
             .map(|&r| {

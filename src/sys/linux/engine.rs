@@ -315,11 +315,25 @@ pub(crate) trait Engine: Debug + Send + Sync {
     /// each `Completion`.
     fn signalling(&self) -> Signalling;
 
+    /// Who signals the notifier of the single request `r`, for an engine that hands some files
+    /// to another mechanism (io_uring gives `O_DIRECT` files to kernel AIO, see
+    /// `uring/direct.rs`). Decided just before [`Engine::submit_one`] takes the same request.
+    fn signalling_for(&self, _r: &Request) -> Signalling {
+        self.signalling()
+    }
+
     /// The most requests of a batch the engine takes in one round and signals itself, with one
     /// notifier for the whole round ([`Engine::submit_signalled_batch`]); 0 if it cannot (the
     /// driver then counts completions in a `Group`).
     fn batch_capacity(&self) -> usize {
         0
+    }
+
+    /// [`Engine::batch_capacity`] for a batch of these requests: an engine that hands some
+    /// files to another mechanism takes a batch of them as separate completions (0), which
+    /// [`Engine::submit`] on the same thread then receives.
+    fn batch_capacity_for(&self, _requests: &[Request]) -> usize {
+        self.batch_capacity()
     }
 
     /// Starts one request.

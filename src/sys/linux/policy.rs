@@ -3,7 +3,7 @@
 //!
 //! | class | io_uring | kernel AIO | thread pool |
 //! |---|---|---|---|
-//! | local file, buffered or `O_DIRECT`; block device | native | `RWF_NOWAIT`, pool if it would block | worker |
+//! | local file, buffered or `O_DIRECT`; block device | native (a single `O_DIRECT` read or write: kernel AIO, see `uring/direct.rs`) | `RWF_NOWAIT`, pool if it would block | worker |
 //! | FUSE or network file system ([`FileClass::Remote`]) | `IOSQE_ASYNC` | worker | worker |
 //! | pipe, FIFO, socket ([`FileClass::Stream`]); character device | native | `RWF_NOWAIT`, pool if refused | worker |
 //!
@@ -16,8 +16,8 @@
 //! AIO hands these to its workers instead of trusting the flag. Local file systems keep the
 //! native path, buffered or `O_DIRECT` alike: io_uring and kernel AIO run `O_DIRECT` on a block
 //! device asynchronously, and punt or refuse (`RWF_NOWAIT`) what would wait for the device
-//! (an uncached page, an `O_DIRECT` write that extends the file). So the route needs no
-//! `F_GETFL`, which saves a system call on every `O_DIRECT` submission.
+//! (an uncached page, an `O_DIRECT` write that extends the file). So the class needs no
+//! `F_GETFL`; only io_uring's choice of engine for a single request asks it ([`is_direct`]).
 //!
 //! Nothing is remembered per descriptor number, which a `close` and an `open` can give to
 //! another file: each submission looks at its descriptor again (once for consecutive requests
@@ -73,20 +73,41 @@ impl FileClass {
 /// Classifies the file behind `fd`: one system call, plus a look-up of the file system's kind
 /// the first time this process meets its mount.
 pub(crate) fn classify(fd: RawFd) -> FileClass {
-    let Some(stx) = statx(fd, libc::STATX_TYPE | STATX_MNT_ID_UNIQUE) else {
-        return FileClass::Unknown;
+    classify_file(fd).0
+}
+
+/// The inode behind a descriptor when it was classified: its device and inode numbers.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub(crate) struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+/// Classifies the file behind `fd` (as [`classify`]) and says which inode it is, from the same
+/// `statx`; `None` where it could not be examined.
+pub(crate) fn classify_file(fd: RawFd) -> (FileClass, Option<FileId>) {
+    let Some(stx) = statx(fd, libc::STATX_TYPE | libc::STATX_INO | STATX_MNT_ID_UNIQUE) else {
+        return (FileClass::Unknown, None);
     };
-    match u32::from(stx.stx_mode) & libc::S_IFMT {
-        libc::S_IFIFO | libc::S_IFSOCK => return FileClass::Stream,
-        libc::S_IFCHR => return FileClass::CharDevice,
-        libc::S_IFBLK => return FileClass::BlockDevice,
-        _ => {}
-    }
-    if is_remote(fd, &stx) {
-        FileClass::Remote
-    } else {
-        FileClass::Local
-    }
+    let id = (stx.stx_mask & libc::STATX_INO != 0).then(|| FileId {
+        dev: (u64::from(stx.stx_dev_major) << 32) | u64::from(stx.stx_dev_minor),
+        ino: stx.stx_ino,
+    });
+    let class = match u32::from(stx.stx_mode) & libc::S_IFMT {
+        libc::S_IFIFO | libc::S_IFSOCK => FileClass::Stream,
+        libc::S_IFCHR => FileClass::CharDevice,
+        libc::S_IFBLK => FileClass::BlockDevice,
+        _ if is_remote(fd, &stx) => FileClass::Remote,
+        _ => FileClass::Local,
+    };
+    (class, id)
+}
+
+/// Whether `fd` was opened (or set with `F_SETFL`) `O_DIRECT`: one `fcntl(F_GETFL)`, which reads
+/// the open file's flags and never reaches the file system. False if it cannot tell.
+pub(crate) fn is_direct(fd: RawFd) -> bool {
+    // SAFETY: F_GETFL takes no pointer and only reads the descriptor's flags.
+    syscall!(fcntl(fd, libc::F_GETFL)).is_ok_and(|flags| flags & libc::O_DIRECT != 0)
 }
 
 /// Classifies the requests of one submission, looking at each descriptor once: within one
@@ -97,6 +118,13 @@ pub(crate) struct Classifier {
 }
 
 impl Classifier {
+    /// A classifier that already knows the class of `fd` (looked up by the same submission).
+    pub(crate) fn knowing(fd: RawFd, class: FileClass) -> Classifier {
+        Classifier {
+            last: Some((fd, class)),
+        }
+    }
+
     /// The class of the file behind `fd`.
     pub(crate) fn class(&mut self, fd: RawFd) -> FileClass {
         match self.last {

@@ -190,10 +190,15 @@ impl Kaio {
     /// Starts a prefix of `batch`: each request goes to the kernel (or, where the kernel refuses
     /// it, to the pool); `Nop`s finish at once. Stops when the context is full; fails with EAGAIN
     /// only when not even the first request could start.
-    fn start(&self, batch: &[Arc<KaioOp>]) -> Result<usize, Errno> {
+    /// `reap_inline`: record what completed inside `io_submit` before returning (see below).
+    fn start(
+        &self,
+        batch: &[Arc<KaioOp>],
+        mut files: Classifier,
+        reap_inline: bool,
+    ) -> Result<usize, Errno> {
         let mut accepted = 0;
         // Files whose server the kernel may wait for despite RWF_NOWAIT go to the pool.
-        let mut files = Classifier::default();
         while accepted < batch.len() {
             let rest = &batch[accepted..];
             if rest[0].request.kind == OpKind::Nop {
@@ -221,8 +226,12 @@ impl Kaio {
         // Cached reads complete inside io_submit, and so do NOWAIT requests that would block
         // (their EAGAIN event): record the former and hand the latter to the pool now, from this
         // thread, rather than after the reaper thread has woken up (3x the QD1 rate of cached
-        // 4 KiB reads here).
-        self.reap_some();
+        // 4 KiB reads here). A caller whose requests are all O_DIRECT skips it: they hardly
+        // ever complete inside the call, and the reaper thread, which their events wake,
+        // records what does.
+        if reap_inline {
+            self.reap_some();
+        }
         if accepted == 0 && !batch.is_empty() {
             Err(Errno::EAGAIN)
         } else {
@@ -484,6 +493,28 @@ impl Kaio {
     }
 }
 
+impl Kaio {
+    /// Starts one request whose file `files` may already know (io_uring's hand-over of
+    /// `O_DIRECT` files, `uring/direct.rs`, classified it; `reap_inline` as for `start`). If it
+    /// could not start, gives the completion back with the error where nothing else holds it
+    /// (always, for EAGAIN: the context is full), so that the caller can run it elsewhere.
+    ///
+    /// # Safety
+    /// As for [`Engine::submit_one`].
+    pub(crate) unsafe fn submit_classified(
+        &self,
+        c: Completion,
+        files: Classifier,
+        reap_inline: bool,
+    ) -> Result<Started, (Errno, Option<Completion>)> {
+        let op = KaioOp::new(c);
+        match self.start(std::slice::from_ref(&op), files, reap_inline) {
+            Ok(_) => Ok(op),
+            Err(e) => Err((e, Arc::try_unwrap(op).ok().map(|op| op.completion))),
+        }
+    }
+}
+
 impl Engine for Kaio {
     fn backend(&self) -> Backend {
         Backend::KernelAio
@@ -494,14 +525,13 @@ impl Engine for Kaio {
     }
 
     unsafe fn submit_one(&self, c: Completion) -> Result<Started, Errno> {
-        let op = KaioOp::new(c);
-        self.start(std::slice::from_ref(&op))?;
-        Ok(op)
+        // SAFETY: this function's contract.
+        unsafe { self.submit_classified(c, Classifier::default(), true) }.map_err(|(e, _)| e)
     }
 
     unsafe fn submit(&self, batch: Vec<Completion>) -> Result<Vec<Started>, Errno> {
         let ops: Vec<Arc<KaioOp>> = batch.into_iter().map(KaioOp::new).collect();
-        let accepted = self.start(&ops)?;
+        let accepted = self.start(&ops, Classifier::default(), true)?;
         Ok(ops
             .into_iter()
             .take(accepted)

@@ -12,7 +12,12 @@
 //! to one write to the batch's notifier: the kernel completes the timeout when the batch's last
 //! CQE is posted, and the write wakes epoll once. The batch costs one `io_uring_enter`, with no
 //! thread of ours (nor of io_uring's, as `IOSQE_IO_DRAIN` would) woken.
+//!
+//! Reads and writes of local `O_DIRECT` files (single ones, and batches made only of them) go
+//! to kernel AIO instead (`direct.rs`), whose completions do not interrupt the submitting
+//! thread's `epoll_wait`.
 
+mod direct;
 mod ring;
 mod thread_exit;
 
@@ -29,11 +34,16 @@ use std::{
 use io_uring::{opcode, Probe};
 use nix::{errno::Errno, sys::aio::AioCancelStat};
 
-use self::ring::{Ring, UringOp};
+use self::{
+    direct::{Direct, Route},
+    ring::{Ring, UringOp},
+};
 use super::{
     config::{Backend, Config},
-    engine::{Answer, Completion, Engine, InFlight, Signalling, Started},
+    engine::{Answer, Completion, Engine, InFlight, Request, Signalling, Started},
+    kaio::KaioOp,
     notify::Notifier,
+    policy::Classifier,
 };
 
 /// Submission queue entries: small, because every submission is pushed to the kernel at once.
@@ -56,6 +66,8 @@ pub(crate) struct Uring {
     batch_rings: Mutex<Vec<Arc<Ring>>>,
     /// `Config::uring_async`: every request to io_uring's workers.
     all_async: bool,
+    /// Kernel AIO, for reads and writes of `O_DIRECT` files (see `direct`).
+    direct: Direct,
 }
 
 /// The most rings for single operations.
@@ -130,6 +142,7 @@ impl Uring {
                 .next_power_of_two(),
             batch_rings: Mutex::new(Vec::new()),
             all_async,
+            direct: Direct::new(config, sqpoll_idle_ms.is_none() && !all_async),
         })
     }
 
@@ -208,6 +221,15 @@ impl Uring {
     }
 }
 
+impl Uring {
+    /// The kernel AIO engine, if `op` is one of its requests (see `direct`).
+    fn kaio_of(&self, op: &dyn InFlight) -> Option<&super::kaio::Kaio> {
+        op.as_any()
+            .downcast_ref::<KaioOp>()
+            .and(self.direct.existing())
+    }
+}
+
 impl Engine for Uring {
     fn backend(&self) -> Backend {
         Backend::IoUring
@@ -217,21 +239,54 @@ impl Engine for Uring {
         Signalling::Kernel
     }
 
+    /// A request that goes to kernel AIO is signalled as kernel AIO's are.
+    fn signalling_for(&self, r: &Request) -> Signalling {
+        if self.direct.decide(r) {
+            Signalling::Reaper
+        } else {
+            Signalling::Kernel
+        }
+    }
+
     fn batch_capacity(&self) -> usize {
         MAX_BATCH_RING
     }
 
+    /// A batch of `O_DIRECT` reads and writes goes to kernel AIO, as separate completions.
+    fn batch_capacity_for(&self, requests: &[Request]) -> usize {
+        if self.direct.decide_batch(requests) {
+            0
+        } else {
+            MAX_BATCH_RING
+        }
+    }
+
     unsafe fn submit_one(&self, c: Completion) -> Result<Started, Errno> {
+        let (c, files) = match self.direct.take(&c.request) {
+            // SAFETY: this function's contract.
+            Route::Kaio(kaio, files) => match unsafe { kaio.submit_classified(c, files, false) } {
+                Ok(op) => return Ok(op),
+                // Kernel AIO's context is full (it holds fewer requests than io_uring may
+                // have in flight): io_uring runs this one, as it runs either signalling.
+                Err((Errno::EAGAIN, Some(c))) => (c, Classifier::default()),
+                Err((e, _)) => return Err(e),
+            },
+            Route::Uring(files) => (c, files),
+        };
         let op = UringOp::new(c, &self.ring_for_this_thread());
-        op.ring.submit(std::slice::from_ref(&op), None)?;
+        op.ring.submit(std::slice::from_ref(&op), None, files)?;
         thread_exit::track(std::slice::from_ref(&op), false);
         Ok(op)
     }
 
     unsafe fn submit(&self, batch: Vec<Completion>) -> Result<Vec<Started>, Errno> {
+        if let Some(kaio) = self.direct.take_batch(&batch) {
+            // SAFETY: this function's contract.
+            return unsafe { kaio.submit(batch) };
+        }
         let ring = self.ring_for_this_thread();
         let ops: Vec<Arc<UringOp>> = batch.into_iter().map(|c| UringOp::new(c, &ring)).collect();
-        let accepted = ring.submit(&ops, None)?;
+        let accepted = ring.submit(&ops, None, Classifier::default())?;
         thread_exit::track(&ops[..accepted], false);
         Ok(ops
             .into_iter()
@@ -253,7 +308,7 @@ impl Engine for Uring {
         let ops: Vec<Arc<UringOp>> = batch.into_iter().map(|c| UringOp::new(c, &ring)).collect();
         // A batch ring has room for the whole batch, so all of it is queued (only a failing
         // io_uring_enter could stop it half way, and what is queued runs).
-        let accepted = ring.submit(&ops, notifier)?;
+        let accepted = ring.submit(&ops, notifier, Classifier::default())?;
         thread_exit::track(&ops[..accepted], true);
         Ok(ops.into_iter().map(|op| op as Started).collect())
     }
@@ -264,31 +319,43 @@ impl Engine for Uring {
         for ring in self.shards.iter().filter_map(OnceLock::get) {
             ring.reap();
         }
+        if let Some(kaio) = self.direct.existing() {
+            kaio.reap();
+        }
     }
 
     /// Reaps each distinct ring of `ops` once.
     fn reap_for(&self, ops: &[&dyn InFlight]) {
         let mut reaped: Vec<*const Ring> = Vec::new();
+        let mut kaio_reaped = false;
         for op in ops {
             if let Some(op) = op.as_any().downcast_ref::<UringOp>() {
                 if !reaped.contains(&Arc::as_ptr(&op.ring)) {
                     op.ring.reap();
                     reaped.push(Arc::as_ptr(&op.ring));
                 }
+            } else if let (false, Some(kaio)) = (kaio_reaped, self.kaio_of(*op)) {
+                kaio.reap();
+                kaio_reaped = true;
             }
         }
     }
 
     fn wait(&self, op: &dyn InFlight) {
-        if let Some(op) = op.as_any().downcast_ref::<UringOp>() {
-            op.ring.wait(op.completion());
+        if let Some(uring_op) = op.as_any().downcast_ref::<UringOp>() {
+            uring_op.ring.wait(uring_op.completion());
+        } else if let Some(kaio) = self.kaio_of(op) {
+            kaio.wait(op);
         }
     }
 
     fn cancel(&self, op: &Started, answer: Answer) -> AioCancelStat {
-        match op.as_any().downcast_ref::<UringOp>() {
-            Some(op) => op.ring.cancel(op, answer),
-            None => AioCancelStat::AioNotCanceled,
+        if let Some(uring_op) = op.as_any().downcast_ref::<UringOp>() {
+            uring_op.ring.cancel(uring_op, answer)
+        } else if let Some(kaio) = self.kaio_of(&**op) {
+            kaio.cancel(op, answer)
+        } else {
+            AioCancelStat::AioNotCanceled
         }
     }
 

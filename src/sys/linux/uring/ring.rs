@@ -191,15 +191,15 @@ impl Ring {
     /// full submission queue. io_uring accepts every SQE it is given, so all are accepted; a
     /// request that cannot start (bad fd, …) reports its error in its CQE. With `batch_signal`
     /// (batch rings only, which hold one batch at a time), that notifier is signalled once every
-    /// request of the batch has completed.
+    /// request of the batch has completed. `files` may already know the first request's file.
     pub(crate) fn submit(
         &self,
         batch: &[Arc<UringOp>],
         batch_signal: Option<&Arc<Notifier>>,
+        mut files: Classifier,
     ) -> Result<usize, Errno> {
         // Requests the kernel might run inside the enter below, for as long as their file's
         // server takes (see `policy`), go straight to a kernel worker. Decided before the lock.
-        let mut files = Classifier::default();
         let to_worker: Vec<bool> = batch
             .iter()
             .map(|c| self.all_async || files.uring_async(c.request.fd))
