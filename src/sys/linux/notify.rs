@@ -12,6 +12,11 @@
 //!   nonzero): arming it (one `EPOLL_CTL_MOD`) queues its event at once. That replaces the
 //!   `write` that would signal a quiet one and the `read` that would reset it afterwards.
 //!
+//! `EPOLLONESHOT` makes one rule binding on every engine: a submission signals its notifier
+//! once, when it is done (a second signal after the event was delivered would find the
+//! notifier disarmed, and be lost). A request that the kernel refuses half way (kernel AIO's
+//! `EAGAIN` for `RWF_NOWAIT`, handed to the pool) is signalled only by whoever finishes it.
+//!
 //! Eventfds are pooled, because creating and closing one per operation costs four system calls.
 //! * idle: eventfds in no epoll set; a notifier goes there only when nothing can signal it any
 //!   more (every engine that may signal it holds an `Arc` to it) and it was removed from its set.
