@@ -210,6 +210,60 @@ fn lio_many_operations() {
     assert!(bufs.iter().flatten().eq(data.iter()));
 }
 
+/// `resubmit` called at once, while the rounds started before still run: every wait for the
+/// batch ends with its event, up to the last operation, whichever round that is in.
+#[cfg(target_os = "linux")]
+#[test]
+fn lio_resubmitted_while_earlier_rounds_run() {
+    support::in_child(
+        "lio_resubmitted_while_earlier_rounds_run",
+        &[("MIO_AIO_MAX_IN_FLIGHT", "4")],
+        || {
+            use std::time::{Duration, Instant};
+            const N: usize = 64;
+            let data: Vec<u8> = (0..N * 16).map(|i| (i * 7) as u8).collect();
+            let f = file_with(&data);
+            let mut poll = Poll::new().unwrap();
+            let mut bufs = [[0u8; 16]; N];
+            let mut builder = LioCbBuilder::with_capacity(N);
+            for (i, b) in bufs.iter_mut().enumerate() {
+                let off = (i * 16) as u64;
+                builder = builder.emplace_mut_slice(f.as_fd(), off, b, 0, LioOpcode::LIO_READ);
+            }
+            let mut liocb = builder.finish();
+            poll.registry()
+                .register(&mut liocb, UDATA, mio_aio::LIO)
+                .unwrap();
+            let start = Instant::now();
+            let mut r = liocb.submit();
+            while r.is_err() {
+                assert!(
+                    matches!(r, Err(LioError::EINCOMPLETE | LioError::EAGAIN)),
+                    "{r:?}"
+                );
+                assert!(
+                    start.elapsed() < Duration::from_secs(20),
+                    "never all started"
+                );
+                r = liocb.resubmit();
+            }
+            let mut events = mio::Events::with_capacity(8);
+            while liocb.in_progress() {
+                match poll.poll(&mut events, Some(Duration::from_secs(5))) {
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    r => r.unwrap(),
+                }
+                assert!(
+                    events.iter().any(|e| e.token() == UDATA),
+                    "the batch is still running and no event came within 5 s"
+                );
+            }
+            assert!(liocb.into_results(|mut it| it.all(|r| r.result == Ok(16))));
+            assert!(bufs.iter().flatten().eq(data.iter()));
+        },
+    );
+}
+
 /// With a queue smaller than the batch, part of it starts (EINCOMPLETE), its event arrives, and
 /// `resubmit` starts the rest.
 #[cfg(target_os = "linux")]

@@ -187,8 +187,7 @@ impl Completion {
         &*self.origin.engine
     }
 
-    /// Records the result (`>= 0`, or `-errno`) and tells whoever waits. Called exactly once:
-    /// the notifier is armed for one signal per submission (see `notify`).
+    /// Records the result (`>= 0`, or `-errno`) and tells whoever waits. Called exactly once.
     pub(crate) fn finish(&self, res: i64) {
         self.result.store(res, Ordering::Relaxed);
         self.state.store(DONE, Ordering::Release);

@@ -2,8 +2,9 @@
 //!
 //! epoll reports readiness per file descriptor, so an operation that must come back from
 //! `Poll::poll` with its own `Token` needs an fd of its own. A `Notifier` is an eventfd in the
-//! operation's epoll set, watched with `EPOLLIN | EPOLLONESHOT` under the operation's token
-//! ([`ARMED`]): the event comes once, when the eventfd is (or becomes) readable.
+//! operation's epoll set, watched with `EPOLLIN | EPOLLET` under the operation's token
+//! ([`ARMED`]): an event comes when the eventfd becomes readable, at each signal, and when it is
+//! armed (`EPOLL_CTL_MOD`) while readable.
 //!
 //! * An operation that goes to an engine gets a *quiet* notifier (counter zero), which the
 //!   engine signals when it completes: the kernel itself (a linked io_uring write, kernel AIO's
@@ -12,10 +13,9 @@
 //!   nonzero): arming it (one `EPOLL_CTL_MOD`) queues its event at once. That replaces the
 //!   `write` that would signal a quiet one and the `read` that would reset it afterwards.
 //!
-//! `EPOLLONESHOT` makes one rule binding on every engine: a submission signals its notifier
-//! once, when it is done (a second signal after the event was delivered would find the
-//! notifier disarmed, and be lost). A request that the kernel refuses half way (kernel AIO's
-//! `EAGAIN` for `RWF_NOWAIT`, handed to the pool) is signalled only by whoever finishes it.
+//! Every signal makes an event, so a notifier that several signallers share (the rounds of a
+//! batch resubmitted while earlier ones still run) reports each of them; a signal that comes
+//! after its operation was collected only makes a spurious event, which mio allows.
 //!
 //! Eventfds are pooled, because creating and closing one per operation costs four system calls.
 //! * idle: eventfds in no epoll set; a notifier goes there only when nothing can signal it any
@@ -41,8 +41,8 @@ use std::{
 
 use super::parked::Parked;
 
-/// The events a notifier is watched for while its operation runs: once, when readable.
-pub(crate) const ARMED: u32 = (libc::EPOLLIN | libc::EPOLLONESHOT) as u32;
+/// The events a notifier is watched for while its operation runs.
+pub(crate) const ARMED: u32 = (libc::EPOLLIN | libc::EPOLLET) as u32;
 /// The events a parked loud notifier is watched for: none.
 const DISARMED: u32 = 0;
 
@@ -310,9 +310,9 @@ impl Notifier {
         self.epoll_ctl(epfd, libc::EPOLL_CTL_ADD, ARMED, token)
     }
 
-    /// Arms the eventfd, already in the set `epfd`, for `token`: a loud one reports at once, a
-    /// quiet one when signalled. An event still queued from an earlier arming now carries
-    /// `token` (and comes once).
+    /// Arms the eventfd, already in the set `epfd`, for `token`: a loud one reports at once
+    /// (epoll rechecks readiness on `EPOLL_CTL_MOD`, edge-triggered or not), a quiet one when
+    /// signalled. An event still queued from an earlier arming now carries `token`.
     pub(crate) fn arm(&self, epfd: RawFd, token: u64) -> io::Result<()> {
         self.epoll_ctl(epfd, libc::EPOLL_CTL_MOD, ARMED, token)
     }

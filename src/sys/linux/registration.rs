@@ -24,6 +24,8 @@ use std::os::fd::BorrowedFd;
 struct Held {
     notifier: Arc<Notifier>,
     epfd: RawFd,
+    /// The token it is armed for (edge-triggered: every signal is an event under it).
+    token: u64,
     /// How the last submission used it, and so how it is parked: announced at once (loud), or
     /// signalled by an engine (quiet).
     used: Loudness,
@@ -112,27 +114,31 @@ impl Registered {
         let Some((epfd, token)) = self.target else {
             return Ok(None);
         };
-        // An engine may still hold the notifier of the last submission, to signal it (a linked
-        // io_uring write not yet run): that one is given up, not reused.
-        if self
-            .held
-            .as_ref()
-            .is_some_and(|h| Arc::strong_count(&h.notifier) != 1)
-        {
-            self.release();
-        }
         if let Some(h) = &mut self.held {
             let n = &h.notifier;
             // `register` let go of a notifier of another set; a private one is in none.
             debug_assert_eq!(h.epfd, epfd);
+            // A signaller may still hold it: an earlier round of a batch, still running, or a
+            // linked io_uring write not yet run. Its signal must not be drained away (it may
+            // be the last one); it makes an event of its own (`notify`), spurious at worst.
+            let idle = Arc::strong_count(n) == 1;
             if loudness == Loudness::Quiet {
-                n.reset();
+                if idle {
+                    // A stale event of the last submission, collected already, is dropped.
+                    n.reset();
+                }
+                if h.token == token {
+                    // Still armed for this token: its next signal is the event.
+                    h.used = loudness;
+                    return Ok(self.held.as_ref().map(|h| &h.notifier));
+                }
             } else if !n.is_loud() {
                 n.signal();
             }
             match n.arm(epfd, token) {
                 Ok(()) => {
                     h.used = loudness;
+                    h.token = token;
                     return Ok(self.held.as_ref().map(|h| &h.notifier));
                 }
                 // The number names another epoll set now; the old one may live on (a registry
@@ -156,6 +162,7 @@ impl Registered {
         self.held = Some(Held {
             notifier,
             epfd,
+            token,
             used: loudness,
         });
         Ok(self.held.as_ref().map(|h| &h.notifier))
@@ -177,6 +184,7 @@ impl Registered {
         self.held = Some(Held {
             notifier: notifier.clone(),
             epfd: -1,
+            token: 0,
             used: Loudness::Quiet,
         });
         self.deferred_error = None;
@@ -194,6 +202,7 @@ impl Registered {
         self.held = Some(Held {
             notifier: fd.0.clone(),
             epfd: -1,
+            token: 0,
             used: Loudness::Quiet,
         });
         self.deferred_error = None;
